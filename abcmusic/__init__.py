@@ -1,0 +1,1 @@
+"""abcmusic: scaling laws for symbolic-music language models."""

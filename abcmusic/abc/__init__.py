@@ -1,0 +1,1 @@
+"""ABC text rules: cleaning (and, later, validation) of ABC notation."""

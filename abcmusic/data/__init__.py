@@ -1,0 +1,1 @@
+"""The data pipeline: MIDI files -> cleaned ABC -> deduplicated, split, tokenized Parquet."""

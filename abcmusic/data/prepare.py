@@ -1,0 +1,194 @@
+"""prepare: a folder of MIDI files -> a tokenized ABC dataset (train/val/test Parquet, vocab.json, manifest.json)."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from abcmusic import tools
+from abcmusic.abc.cleaning import CHECKS, REWRITES
+from abcmusic.data import dataset_dir
+from abcmusic.data.assemble import build_vocabulary, select_tunes, write_splits
+from abcmusic.data.conversion_job import FileSummary, convert_all
+from abcmusic.data.convert import ConvertLimits
+from abcmusic.data.discover import find_midi_files
+from abcmusic.data.splits import SplitFractions
+from abcmusic.errors import UserError
+from abcmusic.progress import Progress
+
+# The modules whose code decides a dataset's content: a change to any of them makes an old dataset stale.
+CONTENT_MODULES = ("abc/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
+                   "data/assemble.py")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    midi_dir: Path
+    out_dir: Path
+    fractions: SplitFractions = field(default_factory=SplitFractions)
+    limits: ConvertLimits = field(default_factory=ConvertLimits)
+    force: bool = False  # rebuild even when the dataset at out_dir is up to date
+    ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
+
+
+def _code_version() -> str:
+    package_root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for module in CONTENT_MODULES:
+        digest.update((package_root / module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def _fingerprint(config: PrepareConfig, midi_dir: Path, source_paths: list[str], tool_versions: dict) -> str:
+    """Inputs (path, size, mtime), settings, code and tool versions: equal fingerprints, equal datasets."""
+    digest = hashlib.sha256()
+    digest.update(json.dumps([asdict(config.fractions), asdict(config.limits), _code_version(), tool_versions],
+                             sort_keys=True).encode())
+    for path in source_paths:
+        stat = os.stat(midi_dir / path)
+        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _start_ray(address: str | None) -> tuple[int, bool]:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; returns (CPUs, whether we started it)."""
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import ray.data
+
+    started = False
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, logging_level="WARNING")
+        else:
+            ray.init(include_dashboard=False, logging_level="WARNING")
+        started = True
+    # prepare draws its own progress line; Ray Data's bars and per-dataset INFO logs would repeat it.
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
+    return int(ray.cluster_resources().get("CPU", 1)), started
+
+
+def _count_outcomes(summaries: list[FileSummary]) -> dict:
+    failed = collections.Counter(s.reason for s in summaries if s.status == "failed")
+    dropped = collections.Counter(s.reason for s in summaries if s.status == "dropped")
+    changed = collections.Counter(rule for s in summaries if s.status != "failed" for rule in s.changed_by)
+    return {
+        "failed_by_reason": dict(sorted(failed.items())),
+        "cleaning": {name: {"changed": changed.get(name, 0)} for name, _ in REWRITES}
+        | {name: {"dropped": sum(dropped.values())} for name, _ in CHECKS},
+        "dropped_by_reason": dict(sorted(dropped.items())),
+        "text_events_removed": sum(s.text_events_removed for s in summaries),
+    }
+
+
+def _write_rejected(path: Path, summaries: list[FileSummary], duplicates) -> None:
+    with open(path, "w") as rejected:
+        for s in summaries:
+            if s.status != "ok":
+                stage = "convert" if s.status == "failed" else "clean"
+                rejected.write(json.dumps({"source_path": s.source_path, "stage": stage, "reason": s.reason,
+                                           "detail": s.detail}) + "\n")
+        for d in duplicates:
+            rejected.write(json.dumps({"source_path": d.source_path, "stage": "dedupe", "reason": "duplicate",
+                                       "detail": f"same cleaned tune as {d.duplicate_of}"}) + "\n")
+
+
+def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
+    """Build the dataset at `config.out_dir` and return its manifest (an up-to-date one is reused)."""
+    started_at = time.monotonic()
+    midi_dir, out_dir = config.midi_dir.resolve(), config.out_dir.resolve()
+    if not midi_dir.is_dir():
+        raise UserError(f"--midi-dir {config.midi_dir} does not exist or is not a folder")
+    tools.require("midi2abc", "prlimit")
+    existing = dataset_dir.check_output_dir(out_dir)
+
+    source_paths = find_midi_files(midi_dir)
+    if not source_paths:
+        raise UserError(f"--midi-dir {config.midi_dir} holds no .mid or .midi files")
+    tool_versions = {"midi2abc": tools.version("midi2abc")}
+    fingerprint = _fingerprint(config, midi_dir, source_paths, tool_versions)
+    if existing is not None and existing.get("fingerprint") == fingerprint and not config.force:
+        log(f"{config.out_dir} is up to date with {len(source_paths)} files in {config.midi_dir} (use --force to rebuild)")
+        return existing
+    discover_seconds = time.monotonic() - started_at
+
+    for stale in dataset_dir.remove_stale_staging(out_dir):
+        log(f"removed {stale.name}, left by an unfinished run")
+    staging = dataset_dir.new_staging_dir(out_dir)
+    ray_started = False
+    try:
+        ray_start = time.monotonic()
+        n_cpus, ray_started = _start_ray(config.ray_address)
+        ray_seconds = time.monotonic() - ray_start
+        log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
+        parts_dir = staging / "converted"
+        parts_dir.mkdir()
+        convert_start = time.monotonic()
+        progress = Progress(len(source_paths), "midi2abc")
+        summaries = []
+        for summary in convert_all(midi_dir, source_paths, parts_dir, config.limits, n_cpus):
+            summaries.append(summary)
+            progress.update(failed=summary.status == "failed")
+        progress.close()
+        summaries.sort(key=lambda s: s.file_index)
+        convert_seconds = time.monotonic() - convert_start
+        if len(summaries) != len(source_paths):
+            raise RuntimeError(f"conversion returned {len(summaries)} results for {len(source_paths)} files")
+
+        assemble_start = time.monotonic()
+        selection = select_tunes(summaries, config.fractions)
+        vocab = build_vocabulary(summaries, selection)
+        splits = write_splits(parts_dir, staging, selection, vocab)
+        shutil.rmtree(parts_dir)
+        vocab.save(staging / "vocab.json")
+        _write_rejected(staging / "rejected.jsonl", summaries, selection.duplicates)
+        outcomes = _count_outcomes(summaries)
+        manifest = {
+            "format": dataset_dir.DATASET_FORMAT,
+            "format_version": dataset_dir.FORMAT_VERSION,
+            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "midi_dir": str(midi_dir),
+            "fingerprint": fingerprint,
+            "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits)},
+            "files": {
+                "found": len(source_paths),
+                "converted": sum(s.status != "failed" for s in summaries),
+                "failed": sum(s.status == "failed" for s in summaries),
+            },
+            **outcomes,
+            "tunes_after_cleaning": sum(s.status == "ok" for s in summaries),
+            "duplicates": len(selection.duplicates),
+            "tunes": len(selection.split_by_index),
+            "splits": splits,
+            "vocab_size": len(vocab),
+            "tools": tool_versions | {"python": platform.python_version(), "code": _code_version()},
+            "seconds": {
+                "discover": round(discover_seconds, 2),
+                "ray_start": round(ray_seconds, 2),
+                "convert": round(convert_seconds, 2),
+                "assemble": round(time.monotonic() - assemble_start, 2),
+                "total": round(time.monotonic() - started_at, 2),
+            },
+        }
+        dataset_dir.write_json_atomically(staging / dataset_dir.MANIFEST, manifest)
+        dataset_dir.publish(staging, out_dir)
+        return manifest
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        if ray_started:
+            import ray
+
+            ray.shutdown()

@@ -1,0 +1,73 @@
+"""Convert a folder of MIDI files to a tokenized ABC dataset. With no arguments: build and prepare the demo corpus."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from abcmusic.cli import run_cli
+from abcmusic.data.convert import ConvertLimits
+from abcmusic.data.splits import SplitFractions
+from abcmusic.errors import UserError
+
+DEFAULT_DATA_ROOT = Path("data")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--midi-dir", type=Path, help="folder of .mid/.midi files, searched recursively "
+                        "(default: the demo corpus, built from music21's ABC tunes into data/demo-midi)")
+    parser.add_argument("--out", type=Path, help="dataset folder to write (default: data/demo with the demo corpus; "
+                        "required with --midi-dir)")
+    parser.add_argument("--demo-tunes", type=int, help="build the demo corpus from this many tunes, spread over all "
+                        "of music21's collections (default: all, about 13,000)")
+    parser.add_argument("--splits", default="0.90,0.05,0.05", help="train,val,test fractions (default: %(default)s)")
+    parser.add_argument("--timeout", type=float, default=ConvertLimits.timeout_s,
+                        help="seconds midi2abc may spend on one file (default: %(default)s)")
+    parser.add_argument("--max-abc-bytes", type=int, default=ConvertLimits.max_abc_bytes,
+                        help="largest ABC output kept per file; larger is a failure (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
+    parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    from abcmusic.data.prepare import PrepareConfig, prepare
+    from abcmusic.data.report import manifest_table
+
+    if args.midi_dir is None:
+        from abcmusic.data.demo_corpus import build_demo_corpus
+
+        if args.demo_tunes is not None and args.demo_tunes <= 0:
+            raise UserError("--demo-tunes must be positive")
+        suffix = "" if args.demo_tunes is None else f"-{args.demo_tunes}"
+        midi_dir = build_demo_corpus(DEFAULT_DATA_ROOT / f"demo-midi{suffix}", args.demo_tunes)
+        out_dir = args.out or DEFAULT_DATA_ROOT / "demo"
+    else:
+        if args.out is None:
+            raise UserError("--out is required with --midi-dir")
+        midi_dir, out_dir = args.midi_dir, args.out
+    if args.timeout <= 0 or args.max_abc_bytes <= 0:
+        raise UserError("--timeout and --max-abc-bytes must be positive")
+    try:
+        fractions = SplitFractions.parse(args.splits)
+    except ValueError as error:
+        raise UserError(f"--splits: {error}") from None
+    config = PrepareConfig(
+        midi_dir=midi_dir,
+        out_dir=out_dir,
+        fractions=fractions,
+        limits=ConvertLimits(timeout_s=args.timeout, max_abc_bytes=args.max_abc_bytes),
+        force=args.force,
+        ray_address=args.address,
+    )
+    manifest = prepare(config)
+    print(manifest_table(manifest))
+    print(f"dataset: {out_dir}  (manifest.json, vocab.json, train/ val/ test/, rejected.jsonl)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli("prepare.py", main, sys.argv[1:]))
