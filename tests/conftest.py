@@ -1,0 +1,44 @@
+"""Shared test fixtures: where the real data lives, and how to run the CLIs as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The real MIDI and ABC files beside the repository; tests that need them skip where they are absent."""
+    if not (SHARED_DATA / "midi").is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        # A private HOME keeps a user's ~/.ray auth token and caches out of the tests.
+        "HOME": str(home),
+    })
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def run_cli(script: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run one of the top-level scripts (prepare.py, sweep.py, generate.py) in a fresh process."""
+    home = cwd / ".home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [sys.executable, str(REPO_ROOT / script), *args],
+        cwd=cwd, env=cli_env(home), capture_output=True, text=True, timeout=timeout,
+    )
