@@ -24,8 +24,7 @@ if [[ ! -x .venv/bin/python ]]; then
   python3 -m venv .venv
 fi
 # pip skips the work when the pinned versions are already there.
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt 2>&1 \
-  | grep -v "^WARNING: Location .* is ignored" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt
 .venv/bin/python -c 'import abcmusic, ray, torch, mlflow, music21' \
   || { echo "install.sh: the Python environment in .venv is incomplete" >&2; exit 2; }
 echo "install.sh: ready (.venv, $(midi2abc -ver | cut -d' ' -f1-1) midi2abc)"

@@ -88,7 +88,9 @@ def strip_trailing_whitespace(text: str) -> str:
 
 
 def remove_empty_lines(text: str) -> str:
-    return "\n".join(line for line in text.split("\n") if line.strip())
+    kept = "\n".join(line for line in text.split("\n") if line.strip())
+    # The newline that ends the last line is a terminator, not an empty line.
+    return kept + "\n" if kept and text.endswith("\n") else kept
 
 
 def strip_final_tie(text: str) -> str:
@@ -161,4 +163,4 @@ def clean_tune(text: str) -> CleanedTune:
         reason = check(text)
         if reason is not None:
             return CleanedTune(text=None, changed_by=changed_by, drop_reason=reason)
-    return CleanedTune(text=text + "\n", changed_by=changed_by)
+    return CleanedTune(text=text if text.endswith("\n") else text + "\n", changed_by=changed_by)

@@ -7,6 +7,7 @@ either the previous dataset or nothing at the target, never a half-written one.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
@@ -47,7 +48,8 @@ def remove_stale_staging(out_dir: Path) -> list[Path]:
     """Delete the staging (and replaced-dataset) folders that killed runs left beside `out_dir`."""
     if not out_dir.parent.exists():
         return []
-    stale = sorted(p for mark in (STAGING_MARK, PREVIOUS_MARK) for p in out_dir.parent.glob(f".{out_dir.name}{mark}*"))
+    name = glob.escape(out_dir.name)
+    stale = sorted(p for mark in (STAGING_MARK, PREVIOUS_MARK) for p in out_dir.parent.glob(f".{name}{mark}*"))
     for path in stale:
         shutil.rmtree(path, ignore_errors=True)
     return stale

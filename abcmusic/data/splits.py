@@ -31,10 +31,11 @@ class SplitFractions:
 
 
 def assign_split(content_hash: str, fractions: SplitFractions) -> str:
-    """Map the first 64 bits of the hex hash to [0, 1) and cut at the cumulative fractions."""
-    position = int(content_hash[:16], 16) / 2**64
-    if position < fractions.train:
+    """Place the hash's first 64 bits on [0, 2**64) and cut at the cumulative fractions, in integers so that no
+    hash is rounded across a boundary."""
+    position = int(content_hash[:16], 16)
+    if position < int(fractions.train * 2**64):
         return "train"
-    if position < fractions.train + fractions.val:
+    if position < int((fractions.train + fractions.val) * 2**64):
         return "val"
     return "test"
