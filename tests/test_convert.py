@@ -14,6 +14,7 @@ import pytest
 from abcmusic.data.convert import ConvertLimits, content_hash, convert_file
 from abcmusic.data.discover import find_midi_files
 from abcmusic.data.midi_text import strip_text_events
+from midi_bytes import varlen
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIDI_DATA = SHARED_DATA / "midi"
@@ -162,19 +163,10 @@ def test_pop909_raw_output_fails_abc2midi_but_converted_output_passes(midi_root,
     assert "strip_final_tie" in result.changed_by
 
 
-def _varlen(value: int) -> bytes:
-    groups = [value & 0x7F]
-    value >>= 7
-    while value:
-        groups.insert(0, (value & 0x7F) | 0x80)
-        value >>= 7
-    return bytes(groups)
-
-
 def _small_midi(with_text: bool) -> bytes:
     """One track, three notes; optionally a track name, a text event, a lyric and a marker between them."""
     def meta(meta_type: int, data: bytes) -> bytes:
-        return bytes([0xFF, meta_type]) + _varlen(len(data)) + data
+        return bytes([0xFF, meta_type]) + varlen(len(data)) + data
 
     events = [
         (0, meta(0x03, b"LEADTRACKNAME"), True),
@@ -194,7 +186,7 @@ def _small_midi(with_text: bool) -> bytes:
         if is_text and not with_text:
             carried += delta
             continue
-        track += _varlen(carried + delta) + body
+        track += varlen(carried + delta) + body
         carried = 0
     return b"MThd" + struct.pack(">IHHH", 6, 0, 1, 480) + b"MTrk" + struct.pack(">I", len(track)) + track
 

@@ -9,22 +9,13 @@ from pathlib import Path
 import pytest
 
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
+from midi_bytes import varlen
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIDI_DATA = SHARED_DATA / "midi"
 
 
 # --- building MIDI files by hand ----------------------------------------------------------------------------
-
-def varlen(value: int) -> bytes:
-    """Canonical MIDI variable-length quantity (written independently of the module under test)."""
-    groups = [value & 0x7F]
-    value >>= 7
-    while value:
-        groups.insert(0, (value & 0x7F) | 0x80)
-        value >>= 7
-    return bytes(groups)
-
 
 def meta(meta_type: int, data: bytes) -> bytes:
     return bytes([0xFF, meta_type]) + varlen(len(data)) + data

@@ -98,6 +98,18 @@ def _start_ray(address: str | None) -> tuple[int, bool]:
     return int(ray.cluster_resources().get("CPU", 1)), started
 
 
+def ray_version() -> str:
+    import ray
+
+    return ray.__version__
+
+
+def pyarrow_version() -> str:
+    import pyarrow
+
+    return pyarrow.__version__
+
+
 def _count_outcomes(summaries: list[FileSummary]) -> dict:
     failed = collections.Counter(s.reason for s in summaries if s.status == "failed")
     dropped = collections.Counter(s.reason for s in summaries if s.status == "dropped")
@@ -191,7 +203,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             "tunes": len(selection.split_by_index),
             "splits": splits,
             "vocab_size": len(vocab),
-            "tools": tool_versions | {"python": platform.python_version(), "code": _code_version()},
+            "tools": tool_versions | {"python": platform.python_version(), "ray": ray_version(),
+                                      "pyarrow": pyarrow_version(), "code": _code_version()},
             "seconds": {
                 "discover": round(discover_seconds, 2),
                 "ray_start": round(ray_seconds, 2),
