@@ -22,6 +22,7 @@ from abcmusic.data.convert import ConvertLimits, convert_file
 
 PART_SCHEMA = pa.schema([("file_index", pa.int64()), ("source_path", pa.string()), ("abc", pa.string())])
 MAX_FILES_PER_TASK = 64
+TASK_CPUS = 0.5
 
 
 @dataclass
@@ -83,16 +84,6 @@ def convert_chunk(row: dict[str, Any], root: str, parts_dir: str, limits: Conver
     return summaries
 
 
-class ChunkConverter:
-    """Ray Data actor: `convert_chunk` with the job's fixed arguments."""
-
-    def __init__(self, root: str, parts_dir: str, limits: ConvertLimits):
-        self.root, self.parts_dir, self.limits = root, parts_dir, limits
-
-    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
-        return convert_chunk(row, self.root, self.parts_dir, self.limits)
-
-
 def convert_all(
     root: Path,
     source_paths: list[str],
@@ -112,13 +103,13 @@ def convert_all(
         }
         for chunk_index, start in enumerate(range(0, len(source_paths), chunk_size))
     ]
-    # An actor per CPU, each with its next chunk already queued: with plain tasks every worker sat idle for
-    # ~0.17 s of Ray Data dispatch between ~0.8 s chunks (benchmarks/prepare_bench.py measured 1.4x instead of 1.8x).
+    # Two tasks per CPU: a task spends ~0.17 s waiting on Ray Data's dispatch between ~0.8 s chunks, and with one
+    # task per CPU that wait left the core idle (benchmarks/prepare_bench.py measured 1.4x instead of ~1.9x).
+    # The work is mostly midi2abc subprocesses, so two tasks share a core without slowing each other down.
     dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks)).flat_map(
-        ChunkConverter,
-        fn_constructor_kwargs={"root": str(root), "parts_dir": str(parts_dir), "limits": limits},
-        num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=max(1, n_cpus), max_tasks_in_flight_per_actor=2),
+        convert_chunk,
+        fn_kwargs={"root": str(root), "parts_dir": str(parts_dir), "limits": limits},
+        num_cpus=TASK_CPUS,
     )
     for summary_row in dataset.iter_rows():
         summary = FileSummary(**{k: summary_row[k] for k in FileSummary.__dataclass_fields__})
