@@ -1,0 +1,261 @@
+"""Run a sweep: check everything, plan the grid, run it as a Ray Tune grid of Ray Train trials, fit the law."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from abcmusic.data.token_stream import manifest_hash, open_dataset
+from abcmusic.errors import UserError
+from abcmusic.models.registry import ARCHITECTURES, get_architecture
+from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
+from abcmusic.sweep.trial import model_config, run_trial
+from abcmusic.tracking import mlflow_store
+from abcmusic.train.loop import TrainConfig
+
+SUMMARY_KEY = "summary"
+TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    spec: SweepSpec
+    archs: tuple[str, ...]
+    name: str
+    project_dir: Path
+    address: str | None = None
+    resume: bool = False
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    trial: Trial
+    params_total: int
+    params_non_embedding: int
+    tokens: int
+    flops: float
+
+
+def train_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
+    t = spec.train
+    return TrainConfig(
+        tokens=t.tokens, context=t.context, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size,
+        lr=trial.lr, min_lr_fraction=t.min_lr_fraction, warmup_fraction=t.warmup_fraction,
+        weight_decay=t.weight_decay, grad_clip=t.grad_clip, precision=trial.precision, eval_points=t.eval_points,
+        checkpoints=t.checkpoints, eval_batches=t.eval_batches, early_stopping_patience=t.early_stopping_patience,
+        seed=trial.seed,
+    )
+
+
+def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[PlannedTrial]:
+    """The grid with parameter counts and FLOPs, validated: every mistake is a UserError before anything runs."""
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        raise UserError(f"unknown architecture {', '.join(unknown)}; choose from {', '.join(ARCHITECTURES)}")
+    missing = [a for a in archs if a not in spec.archs]
+    if missing:
+        raise UserError(f"experiment {spec.name!r} defines no sizes for {', '.join(missing)}")
+    selected = dataclasses.replace(spec, archs={a: spec.archs[a] for a in archs})
+    planned = []
+    for trial in build_grid(selected):
+        architecture = get_architecture(trial.arch)
+        try:
+            config = model_config(trial, vocab_size, spec.train.context, spec.train.dropout)
+            train_config(spec, trial).validate(spec.resources.workers_per_trial)
+        except (ValueError, TypeError) as error:
+            raise UserError(f"{trial.arch} size {trial.size}: {error}") from None
+        counts = architecture.param_counts(config)
+        planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, spec.train.tokens,
+                                    architecture.flops_per_token(config) * spec.train.tokens))
+    return planned
+
+
+def describe_plan(planned: list[PlannedTrial], resources: dict[str, Any]) -> str:
+    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'train FLOPs':>12}  resources"]
+    for p in planned:
+        lines.append(f"{p.trial.key:<28} {p.params_total:>12,} {p.params_non_embedding:>12,} {p.tokens:>12,} "
+                     f"{p.flops:>12.3g}  {resources['workers']} worker(s) x {resources['cpus_per_worker']} CPU"
+                     + (f" + {resources['gpus_per_worker']} GPU" if resources["gpus_per_worker"] else ""))
+    lines.append(f"{len(planned)} trials, {sum(p.flops for p in planned):.3g} training FLOPs in all")
+    return "\n".join(lines)
+
+
+def trial_resources(spec: SweepSpec, cluster: dict[str, float]) -> dict[str, Any]:
+    """Workers, CPUs and GPUs per trial for this cluster; asking for GPUs it does not have is a UserError."""
+    r = spec.resources
+    gpus_available = cluster.get("GPU", 0)
+    if r.gpus_per_trial is None:
+        gpus_per_worker = 1 if gpus_available >= r.workers_per_trial else 0
+    else:
+        if r.gpus_per_trial > gpus_available:
+            raise UserError(f"--gpus-per-trial {r.gpus_per_trial}: the Ray cluster has {gpus_available:g} GPU(s)")
+        gpus_per_worker = r.gpus_per_trial / r.workers_per_trial
+    if r.workers_per_trial * r.cpus_per_worker > cluster.get("CPU", 0):
+        raise UserError(f"a trial needs {r.workers_per_trial * r.cpus_per_worker} CPUs; the Ray cluster has "
+                        f"{cluster.get('CPU', 0):g}")
+    return {"workers": r.workers_per_trial, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+
+
+def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, resources: dict[str, Any]) -> dict:
+    trial = planned.trial
+    return {
+        "arch": trial.arch, "size": trial.size, **trial.model_fields,
+        "params_total": planned.params_total, "params_non_embedding": planned.params_non_embedding,
+        "tokens": spec.train.tokens, "context": spec.train.context, "batch_size": spec.train.batch_size,
+        "lr": trial.lr, "seed": trial.seed, "precision": trial.precision, "dropout": spec.train.dropout,
+        "dataset": str(data_dir), "dataset_hash": manifest_hash(data_dir), "spec_hash": spec_hash(spec),
+        "workers": resources["workers"], "cpus_per_worker": resources["cpus_per_worker"],
+        "gpus_per_worker": resources["gpus_per_worker"],
+    }
+
+
+def _start_ray(address: str | None, slots: int) -> dict[str, float]:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Train V2 reports block for up to a health-check interval (2 s by default) each: keep reports cheap.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    import ray
+
+    env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "MLFLOW_TRACKING_URI",
+                                           "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
+    if not ray.is_initialized():
+        if address or os.environ.get("RAY_ADDRESS"):
+            ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level="WARNING")
+        else:
+            ray.init(resources={TRIAL_SLOT: slots}, runtime_env={"env_vars": env_vars}, logging_level="WARNING",
+                     include_dashboard=False)
+    return dict(ray.cluster_resources())
+
+
+def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
+    spec = options.spec
+    data_dir = (options.project_dir / spec.data).resolve() if not Path(spec.data).is_absolute() else Path(spec.data)
+    _, vocab = open_dataset(data_dir)
+    planned = plan(spec, options.archs, len(vocab))
+    local_cpus = os.cpu_count() or 1
+    per_trial_cpus = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
+    cluster = _start_ray(options.address, max(1, local_cpus // per_trial_cpus))
+    resources = trial_resources(spec, cluster)
+    log(describe_plan(planned, resources))
+
+    from ray import tune
+
+    uri = mlflow_store.tracking_uri(options.project_dir)
+    experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
+    storage = (options.project_dir / "results" / "ray").resolve()
+    common = {
+        "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": str(storage),
+        "data": str(data_dir), "dropout": spec.train.dropout, "resources": resources,
+        "threads": spec.resources.cpus_per_worker,
+    }
+    trial_configs = [{"trial": dataclasses.asdict(p.trial), "train": dataclasses.asdict(train_config(spec, p.trial)),
+                      "params": trial_params(p, spec, data_dir, resources)} for p in planned]
+    trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
+    trainable = tune.with_resources(_trial_entry, trial_resources_request)
+    experiment_path = storage / options.name
+    if options.resume:
+        if not tune.Tuner.can_restore(str(experiment_path)):
+            raise UserError(f"no sweep {options.name!r} to resume under {storage}")
+        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
+                                   resume_errored=True)
+    else:
+        if experiment_path.exists():
+            raise UserError(f"sweep {options.name!r} already exists; continue it with --resume {options.name} "
+                            f"or choose another --name")
+        tuner = tune.Tuner(
+            trainable,
+            param_space=common | {"item": tune.grid_search(trial_configs)},
+            tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            run_config=tune.RunConfig(name=options.name, storage_path=str(storage), verbose=1),
+        )
+    results = tuner.fit()
+    failed = [r for r in results if r.error is not None]
+    if failed:
+        log(f"{len(failed)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:200] for r in failed))
+    return analyze(options.name, options.project_dir, spec.param_convention, log)
+
+
+def _trial_name(trial) -> str:
+    return Trial(**trial.config["item"]["trial"]).key
+
+
+def _trial_entry(config: dict[str, Any]) -> None:
+    run_trial({k: v for k, v in config.items() if k != "item"} | config["item"])
+
+
+def best_lr_points(runs: list, convention: str) -> dict[str, list[tuple[float, float]]]:
+    """Per architecture, (N, final val loss) of every seed at each size's best learning rate (lowest seed mean)."""
+    losses: dict[tuple[str, float, float], list[float]] = defaultdict(list)
+    for run in runs:
+        params, metrics = run.data.params, run.data.metrics
+        if "final_val_loss" not in metrics or not math.isfinite(metrics["final_val_loss"]):
+            continue
+        n = float(params[f"params_{convention}"])
+        losses[params["arch"], n, float(params["lr"])].append(metrics["final_val_loss"])
+    best: dict[tuple[str, float], tuple[float, list[float]]] = {}
+    for (arch, n, _lr), seeds in losses.items():
+        mean = statistics.fmean(seeds)
+        if (arch, n) not in best or mean < best[arch, n][0]:
+            best[arch, n] = (mean, seeds)
+    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for (arch, n), (_mean, seeds) in sorted(best.items()):
+        points[arch].extend((n, loss) for loss in seeds)
+    return dict(points)
+
+
+def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], None] = print) -> dict:
+    """Fit L(N) per architecture from the sweep's finished MLflow runs alone; log a summary run and results/NAME/."""
+    from abcmusic.scaling.fit import fit_power_law
+    from abcmusic.scaling.plot import plot_scaling
+
+    uri = mlflow_store.tracking_uri(project_dir)
+    experiment = mlflow_store.client(uri).get_experiment_by_name(name)
+    if experiment is None:
+        raise UserError(f"no sweep named {name!r} in the MLflow store at {uri}")
+    runs = mlflow_store.finished_trial_runs(uri, experiment.experiment_id)
+    points = best_lr_points(runs, convention)
+    fits, skipped = {}, {}
+    for arch, arch_points in points.items():
+        try:
+            fits[arch] = fit_power_law(arch_points)
+        except ValueError as error:
+            skipped[arch] = str(error)
+    out_dir = project_dir / "results" / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "sweep": name, "param_convention": convention, "trials_finished": len(runs),
+        "points": {arch: [list(p) for p in pts] for arch, pts in points.items()},
+        "fits": {arch: fit.to_dict() for arch, fit in fits.items()}, "not_fitted": skipped,
+    }
+    (out_dir / "fit.json").write_text(json.dumps(summary, indent=1) + "\n")
+    if fits:
+        plot_scaling(fits, {a: points[a] for a in fits}, out_dir / "scaling.png",
+                     parameter_label=f"{convention.replace('_', '-')} parameters N")
+    run_id = mlflow_store.find_or_create_run(uri, experiment.experiment_id, SUMMARY_KEY,
+                                             {"param_convention": convention}, kind="summary")
+    metrics = {}
+    for arch, fit in fits.items():
+        chosen = fit.chosen_fit()
+        metrics |= {f"{arch}_alpha": chosen.alpha, f"{arch}_alpha_ci_low": chosen.alpha_ci_low,
+                    f"{arch}_alpha_ci_high": chosen.alpha_ci_high, f"{arch}_a": chosen.a, f"{arch}_c": chosen.c,
+                    f"{arch}_r2": chosen.r2}
+    if metrics:
+        mlflow_store.log_metrics(uri, run_id, metrics, step=0)
+    mlflow_store.log_artifacts(uri, run_id, out_dir)
+    mlflow_store.finish_run(uri, run_id)
+    for arch, fit in fits.items():
+        chosen = fit.chosen_fit()
+        log(f"{arch}: L = {chosen.a:.3g} * N^-{chosen.alpha:.4f}" + (f" + {chosen.c:.3f}" if chosen.c else "")
+            + f"   alpha 95% CI [{chosen.alpha_ci_low:.4f}, {chosen.alpha_ci_high:.4f}], R^2 {chosen.r2:.3f},"
+            f" {fit.chosen} form, {fit.n_sizes} sizes" + ("  (offset near the smallest loss: alpha inflated)"
+                                                          if fit.offset_near_min_loss else ""))
+    for arch, reason in skipped.items():
+        log(f"{arch}: not fitted: {reason}")
+    log(f"fit and plot: {out_dir}/fit.json, {out_dir}/scaling.png; MLflow: mlflow ui --backend-store-uri {uri}")
+    return summary

@@ -1,0 +1,131 @@
+"""One trial of a sweep: a Tune function that runs a Ray Train TorchTrainer whose workers call the plain loop."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from abcmusic.data.token_stream import load_token_stream, open_dataset
+from abcmusic.models.registry import build_model, get_architecture, make_config
+from abcmusic.sweep.spec import Trial
+from abcmusic.tracking import mlflow_store
+from abcmusic.train.loop import TrainConfig, eval_starts, evaluate, train
+
+STATE_FILE = "state.pt"
+
+
+def model_config(trial: Trial, vocab_size: int, context: int, dropout: float):
+    """The model config of a trial: its size's fields plus what the data and the spec decide."""
+    config_class = get_architecture(trial.arch).config_class
+    names = {f.name for f in dataclasses.fields(config_class)}
+    extra = {"vocab_size": vocab_size, "context": context, "dropout": dropout}
+    return make_config(trial.arch, **trial.model_fields, **{k: v for k, v in extra.items() if k in names})
+
+
+def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
+    val = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
+    return (f"[{trial.key}] {metrics['tokens_seen']:,}/{budget:,} tokens  train {metrics['train_loss']:.4f}{val}"
+            f"  {metrics['tokens_per_s']:,.0f} tokens/s")
+
+
+def train_worker(config: dict[str, Any]) -> None:
+    """Ray Train's train_loop_per_worker: load the data, build the model, train, save the final model to MLflow."""
+    import ray.train
+    import ray.train.torch
+
+    context = ray.train.get_context()
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.set_num_threads(config["threads"])  # a Ray worker otherwise runs torch on one thread
+    device = ray.train.torch.get_device()
+    trial = Trial(**config["trial"])
+    train_config = TrainConfig(**config["train"])
+    data_dir = Path(config["data"])
+
+    _, vocab = open_dataset(data_dir)
+    streams = {split: load_token_stream(data_dir, split, vocab.separator_id) for split in ("train", "val", "test")}
+    architecture_config = model_config(trial, len(vocab), train_config.context, config["dropout"])
+    torch.manual_seed(trial.seed)
+    model = ray.train.torch.prepare_model(build_model(trial.arch, dataclasses.asdict(architecture_config)))
+
+    resume_state = None
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
+
+    uri, run_id = config["tracking_uri"], config["run_id"]
+
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if rank == 0:
+            mlflow_store.log_metrics(uri, run_id, metrics, step=metrics["tokens_seen"])
+            print(progress_line(trial, metrics, train_config.tokens), flush=True)
+        if "val_loss" not in metrics:
+            return  # progress goes to MLflow and the console only: each ray.train.report costs ~0.2 s
+        if state is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                torch.save(state, Path(directory) / STATE_FILE)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+
+    final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
+                  world_size=world_size, resume_state=resume_state)
+    test_windows = eval_starts(streams["test"], train_config.eval_batches,
+                               train_config.micro_batch_size or train_config.batch_size // world_size,
+                               train_config.context)
+    test_loss = evaluate(model, streams["test"], test_windows, train_config.context, device, train_config.precision)
+    final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
+                     "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
+                     "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"]}
+    if rank == 0:
+        mlflow_store.log_metrics(uri, run_id, final_metrics, step=final["tokens_seen"])
+        raw_model = model.module if hasattr(model, "module") else model
+        with tempfile.TemporaryDirectory() as directory:
+            torch.save(raw_model.state_dict(), Path(directory) / "model.pt")
+            (Path(directory) / "config.json").write_text(json.dumps(
+                {"arch": trial.arch, "size": trial.size, "model": dataclasses.asdict(architecture_config),
+                 "train": dataclasses.asdict(train_config)}, indent=1) + "\n")
+            vocab.save(Path(directory) / "vocab.json")
+            mlflow_store.log_artifacts(uri, run_id, Path(directory), "model")
+    ray.train.report(final_metrics)
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Ray Tune function trainable: one TorchTrainer for one (architecture, size, lr, seed)."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    trial = Trial(**config["trial"])
+    uri = config["tracking_uri"]
+    run_id = mlflow_store.find_or_create_run(uri, config["experiment_id"], trial.key, config["params"])
+    resources = config["resources"]
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config=config | {"run_id": run_id},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=resources["workers"], use_gpu=resources["gpus_per_worker"] > 0,
+            resources_per_worker={"CPU": resources["cpus_per_worker"], **(
+                {"GPU": resources["gpus_per_worker"]} if resources["gpus_per_worker"] > 0 else {})},
+        ),
+        run_config=ray.train.RunConfig(
+            # A deterministic name: a restored sweep finds this trial's checkpoints under it.
+            name=f"{config['sweep']}-{trial.key}",
+            storage_path=config["storage_path"],
+            callbacks=[TuneReportCallback()],
+            failure_config=ray.train.FailureConfig(max_failures=3),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    try:
+        trainer.fit()
+    except BaseException:
+        mlflow_store.finish_run(uri, run_id, "FAILED")
+        raise
+    mlflow_store.finish_run(uri, run_id, "FINISHED")

@@ -1,0 +1,82 @@
+"""MLflow bookkeeping for sweeps: one experiment per sweep, one run per trial (found again on resume), a summary run.
+
+The embedded default is a SQLite store and an artifact folder in the working directory, both absolute paths
+because Ray trial processes run in other directories; MLFLOW_TRACKING_URI points everything at a server instead.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+TRIAL_KEY_TAG = "abcmusic.trial_key"
+KIND_TAG = "abcmusic.kind"  # "trial" or "summary"
+DEFAULT_DB = "mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri(project_dir: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(project_dir / DEFAULT_DB).resolve()}"
+
+
+def client(uri: str):
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def ensure_experiment(uri: str, name: str, project_dir: Path) -> str:
+    """The id of the sweep's experiment, created on first use with an absolute artifact location."""
+    mlflow_client = client(uri)
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifact_location = None
+    if uri.startswith("sqlite:"):
+        artifact_location = (project_dir / DEFAULT_ARTIFACTS / name).resolve().as_uri()
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+
+
+def find_run(uri: str, experiment_id: str, key: str, kind: str = "trial"):
+    runs = client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`{TRIAL_KEY_TAG}` = '{key}' and tags.`{KIND_TAG}` = '{kind}'")
+    return runs[0] if runs else None
+
+
+def find_or_create_run(uri: str, experiment_id: str, key: str, params: dict[str, Any], kind: str = "trial") -> str:
+    """The run of trial `key`: the existing one when a sweep resumes, else a new one with `params` logged."""
+    existing = find_run(uri, experiment_id, key, kind)
+    if existing is not None:
+        return existing.info.run_id
+    from mlflow.entities import Param
+
+    mlflow_client = client(uri)
+    run = mlflow_client.create_run(experiment_id, run_name=key, tags={TRIAL_KEY_TAG: key, KIND_TAG: kind})
+    mlflow_client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client(uri).log_batch(run_id, metrics=[
+        Metric(k, float(v), now, int(step)) for k, v in metrics.items() if isinstance(v, (int, float))])
+
+
+def log_artifacts(uri: str, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
+    client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
+def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    client(uri).set_terminated(run_id, status)
+
+
+def finished_trial_runs(uri: str, experiment_id: str) -> list:
+    """Every finished trial run of the sweep, with its params and last metrics."""
+    return list(client(uri).search_runs(
+        [experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and attributes.status = 'FINISHED'",
+        max_results=10_000))
