@@ -120,6 +120,7 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Train V2 reports block for up to a health-check interval (2 s by default) each: keep reports cheap.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # per-trial progress lines differ only in numbers: keep them all
     import ray
 
     env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "MLFLOW_TRACKING_URI",
@@ -189,15 +190,22 @@ def _trial_entry(config: dict[str, Any]) -> None:
     run_trial({k: v for k, v in config.items() if k != "item"} | config["item"])
 
 
-def best_lr_points(runs: list, convention: str) -> dict[str, list[tuple[float, float]]]:
-    """Per architecture, (N, final val loss) of every seed at each size's best learning rate (lowest seed mean)."""
-    losses: dict[tuple[str, float, float], list[float]] = defaultdict(list)
+def run_records(runs: list, convention: str) -> list[tuple[str, float, float, float]]:
+    """(architecture, N, learning rate, final val loss) of every finished trial run that has a final loss."""
+    records = []
     for run in runs:
         params, metrics = run.data.params, run.data.metrics
-        if "final_val_loss" not in metrics or not math.isfinite(metrics["final_val_loss"]):
-            continue
-        n = float(params[f"params_{convention}"])
-        losses[params["arch"], n, float(params["lr"])].append(metrics["final_val_loss"])
+        if "final_val_loss" in metrics and math.isfinite(metrics["final_val_loss"]):
+            records.append((params["arch"], float(params[f"params_{convention}"]), float(params["lr"]),
+                            metrics["final_val_loss"]))
+    return records
+
+
+def best_lr_points(records: list[tuple[str, float, float, float]]) -> dict[str, list[tuple[float, float]]]:
+    """Per architecture, (N, loss) of every seed at each size's best learning rate (the lowest mean over seeds)."""
+    losses: dict[tuple[str, float, float], list[float]] = defaultdict(list)
+    for arch, n, lr, loss in records:
+        losses[arch, n, lr].append(loss)
     best: dict[tuple[str, float], tuple[float, list[float]]] = {}
     for (arch, n, _lr), seeds in losses.items():
         mean = statistics.fmean(seeds)
@@ -219,7 +227,7 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
     if experiment is None:
         raise UserError(f"no sweep named {name!r} in the MLflow store at {uri}")
     runs = mlflow_store.finished_trial_runs(uri, experiment.experiment_id)
-    points = best_lr_points(runs, convention)
+    points = best_lr_points(run_records(runs, convention))
     fits, skipped = {}, {}
     for arch, arch_points in points.items():
         try:

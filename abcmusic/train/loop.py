@@ -150,7 +150,8 @@ def train(
 
     `report(metrics, state)` is called by every worker with the same metrics: about 20 times with `state=None`
     for progress, and at each evaluation with the validation loss; at checkpoint steps `state` holds everything
-    needed to resume (model, optimizer, step, sampler) and must be saved by the caller.
+    needed to resume (model, optimizer, step, sampler). The state holds the live tensors: the callback must save
+    (or copy) it before returning.
     """
     config.validate(world_size)
     per_worker = config.batch_size // world_size

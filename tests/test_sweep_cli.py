@@ -1,0 +1,153 @@
+"""Integration tests: the real sweep.py with real local Ray, Ray Train, Ray Tune and a temporary MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from abcmusic.models.registry import build_model
+from conftest import REPO_ROOT, cli_env, run_cli
+
+pytestmark = pytest.mark.integration
+
+TINY_TRIALS = {"gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0", "lstm-l1-lr0.003-s0"}
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A project folder with a small prepared demo dataset at data/demo, as experiments/tiny.yaml expects."""
+    root = tmp_path_factory.mktemp("sweep")
+    prepared = run_cli("prepare.py", "--demo-tunes", "60", cwd=root)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    return root
+
+
+def mlflow_runs(workdir: Path, experiment: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    found = client.get_experiment_by_name(experiment)
+    assert found is not None, f"no MLflow experiment {experiment}"
+    return list(client.search_runs([found.experiment_id])), client
+
+
+@pytest.fixture(scope="module")
+def finished_sweep(workdir):
+    result = run_cli("sweep.py", "--experiment", "tiny", "--name", "t1", cwd=workdir)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result
+
+
+def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_sweep, workdir):
+    runs, client = mlflow_runs(workdir, "t1")
+    trials = {r.info.run_name: r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"}
+    assert set(trials) == TINY_TRIALS
+    for name, run in trials.items():
+        assert run.info.status == "FINISHED"
+        params = run.data.params
+        for key in ("arch", "size", "params_total", "params_non_embedding", "tokens", "context", "batch_size",
+                    "lr", "precision", "dataset", "dataset_hash", "seed"):
+            assert key in params, f"{name} lacks param {key}"
+        assert int(params["params_non_embedding"]) < int(params["params_total"])
+        metrics = run.data.metrics
+        for key in ("train_loss", "val_loss", "final_val_loss", "test_loss", "tokens_seen", "tokens_per_s", "lr"):
+            assert key in metrics, f"{name} lacks metric {key}"
+        assert metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
+        history = client.get_metric_history(run.info.run_id, "val_loss")
+        assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
+        assert [m.step for m in history] == sorted(m.step for m in history)
+
+        model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(workdir / "dl" / name)))
+        config = json.loads((model_dir / "config.json").read_text())
+        model = build_model(config["arch"], config["model"])
+        model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
+        assert json.loads((model_dir / "vocab.json").read_text())["id_to_token"][0] == "<sep>"
+
+
+def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, workdir):
+    fit = json.loads((workdir / "results" / "t1" / "fit.json").read_text())
+    assert fit["trials_finished"] == 3
+    assert len(fit["points"]["gpt"]) == 2 and "gpt" in fit["fits"]
+    assert "lstm" in fit["not_fitted"]  # one size cannot make a power law; said, not hidden
+    assert (workdir / "results" / "t1" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    runs, client = mlflow_runs(workdir, "t1")
+    summaries = [r for r in runs if r.data.tags.get("abcmusic.kind") == "summary"]
+    assert len(summaries) == 1 and "gpt_alpha" in summaries[0].data.metrics
+    artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
+    assert {"fit.json", "scaling.png"} <= artifacts
+    assert "gpt: L = " in finished_sweep.stdout
+
+
+def test_analyze_redoes_the_fit_from_mlflow_alone(finished_sweep, workdir):
+    fit_file = workdir / "results" / "t1" / "fit.json"
+    before = json.loads(fit_file.read_text())
+    fit_file.unlink()
+    result = run_cli("sweep.py", "--experiment", "tiny", "--analyze", "t1", cwd=workdir)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads(fit_file.read_text())["fits"] == before["fits"]
+    runs, _ = mlflow_runs(workdir, "t1")
+    assert sum(r.data.tags.get("abcmusic.kind") == "summary" for r in runs) == 1  # reused, not duplicated
+
+
+def test_dry_run_prints_the_grid_and_starts_nothing(workdir):
+    result = run_cli("sweep.py", "--experiment", "tiny", "--dry-run", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    for key in TINY_TRIALS:
+        assert key in result.stdout
+    assert "training FLOPs" in result.stdout
+    assert not (workdir / "results" / "ray" / "dry").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "transformer"], "unknown architecture transformer"),
+    (["--sizes", "huge"], "unknown size(s) huge"),
+    (["--tokens", "10"], "smaller than one batch"),
+    (["--data", "data/none"], "run: python prepare.py"),
+    (["--gpus-per-trial", "4"], "GPU"),
+    (["--experiment", "nope"], "no experiment 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2_before_any_trial(workdir, args, message):
+    result = run_cli("sweep.py", "--experiment", "tiny", "--name", "bad", *args, cwd=workdir)
+    assert result.returncode == 2, (result.stdout[-1000:], result.stderr[-1000:])
+    errors = [line for line in result.stderr.splitlines() if line.startswith("sweep.py: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr[-1000:]
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "results" / "ray" / "bad").exists()
+
+
+def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
+    home = workdir / ".home"
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", "tiny", "--name", "r1"],
+        cwd=workdir, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)
+    deadline = time.monotonic() + 300
+    for line in driver.stdout:  # wait until the first trial has finished, then kill everything at once
+        if "TERMINATED" in line or time.monotonic() > deadline:
+            break
+    time.sleep(12)  # Tune writes its experiment state at most every ~10 s
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], capture_output=True,
+                   env=cli_env(home), timeout=120)
+    runs, _ = mlflow_runs(workdir, "r1")
+    finished_before = {r.info.run_name: r.info.run_id for r in runs if r.info.status == "FINISHED"}
+    assert finished_before, "no trial finished before the kill"
+
+    resumed = run_cli("sweep.py", "--experiment", "tiny", "--resume", "r1", cwd=workdir)
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    runs, client = mlflow_runs(workdir, "r1")
+    trials = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
+    assert sorted(r.info.run_name for r in trials) == sorted(TINY_TRIALS)  # one run per trial: nothing duplicated
+    assert all(r.info.status == "FINISHED" for r in trials)
+    for name, run_id in finished_before.items():
+        # a rerun would have logged the final metrics a second time
+        assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"

@@ -1,0 +1,89 @@
+"""Experiment specs: the YAML files load onto the dataclasses, mistakes are named, the grid and plan are right."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from abcmusic.errors import UserError
+from abcmusic.sweep.driver import best_lr_points, plan, trial_resources
+from abcmusic.sweep.spec import build_grid, load_spec
+
+
+@pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
+def test_shipped_experiments_load_and_plan(name):
+    spec = load_spec(name)
+    planned = plan(spec, tuple(spec.archs), vocab_size=97)
+    assert len(planned) == len(build_grid(spec)) > 0
+
+
+def test_demo_spans_at_least_one_and_a_half_decades_per_architecture():
+    spec = load_spec("demo")
+    planned = plan(spec, ("gpt", "lstm"), vocab_size=51)
+    for arch, n_sizes in (("gpt", 5), ("lstm", 4)):
+        ns = [p.params_non_embedding for p in planned if p.trial.arch == arch]
+        assert len(ns) == n_sizes and max(ns) / min(ns) >= 10**1.5
+
+
+def test_paper_grid_matches_the_seed_study():
+    planned = {p.trial.size: p for p in plan(load_spec("paper"), ("gpt", "lstm"), vocab_size=97)}
+    assert 1.3e6 <= planned["tiny"].params_total <= 1.5e6
+    assert 47e6 <= planned["large"].params_total <= 53e6
+    assert 104e6 <= planned["xl"].params_total <= 110e6
+    assert planned["rnn-large"].params_total == pytest.approx(42.2e6, rel=0.02)
+    spec = load_spec("paper")
+    assert spec.train.context == 256 and spec.train.tokens == 100_000_000
+    assert spec.archs["gpt"].precision in ("bf16", "fp16") and spec.archs["lstm"].precision == "fp32"
+
+
+def test_grid_repeats_sizes_over_learning_rates_and_seeds():
+    spec = dataclasses.replace(load_spec("tiny"), seeds=3)
+    spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lrs=(1e-3, 3e-3)))
+    grid = build_grid(spec)
+    assert len(grid) == 3 * 2 * 3
+    assert len({t.key for t in grid}) == len(grid)
+
+
+def test_unknown_and_missing_keys_are_named(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: d\ntrain: {tokens: 1, context: 8, batch_size: 1, learning_rate: 1}\n"
+                   "archs: {gpt: {sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}}\n")
+    with pytest.raises(UserError, match="bad.yaml.train: unknown key.*learning_rate"):
+        load_spec(str(bad))
+    bad.write_text("name: x\ndata: d\narchs: {gpt: {sizes: {}}}\n")
+    with pytest.raises(UserError, match="missing key.*train"):
+        load_spec(str(bad))
+    with pytest.raises(UserError, match="no experiment 'nope'"):
+        load_spec("nope")
+
+
+def test_plan_rejects_what_cannot_train():
+    spec = load_spec("tiny")
+    with pytest.raises(UserError, match="unknown architecture transformer"):
+        plan(spec, ("transformer",), vocab_size=51)
+    small_budget = dataclasses.replace(spec, train=dataclasses.replace(spec.train, tokens=10))
+    with pytest.raises(UserError, match="smaller than one batch"):
+        plan(small_budget, ("gpt",), vocab_size=51)
+    bad_heads = dataclasses.replace(spec, archs={"gpt": dataclasses.replace(
+        spec.archs["gpt"], sizes={"odd": {"n_layer": 1, "n_head": 3, "n_embd": 16}})})
+    with pytest.raises(UserError, match="gpt size odd"):
+        plan(bad_heads, ("gpt",), vocab_size=51)
+
+
+def test_gpu_requests_are_checked_against_the_cluster():
+    spec = load_spec("paper")
+    with pytest.raises(UserError, match="has 0 GPU"):
+        trial_resources(spec, {"CPU": 16})
+    assert trial_resources(spec, {"CPU": 16, "GPU": 4})["gpus_per_worker"] == 1
+    assert trial_resources(load_spec("demo"), {"CPU": 2})["gpus_per_worker"] == 0
+    assert trial_resources(load_spec("demo"), {"CPU": 2, "GPU": 1})["gpus_per_worker"] == 1
+
+
+def test_fit_points_use_each_sizes_best_learning_rate_with_all_its_seeds():
+    records = [("gpt", 100, 1e-3, 2.0), ("gpt", 100, 1e-3, 2.2),  # mean 2.1
+               ("gpt", 100, 3e-3, 1.9), ("gpt", 100, 3e-3, 2.1),  # mean 2.0: the best learning rate
+               ("gpt", 1000, 1e-3, 1.5), ("lstm", 100, 1e-3, 2.5)]
+    points = best_lr_points(records)
+    assert sorted(points["gpt"]) == [(100.0, 1.9), (100.0, 2.1), (1000.0, 1.5)]
+    assert points["lstm"] == [(100.0, 2.5)]
