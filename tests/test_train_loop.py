@@ -106,3 +106,15 @@ def test_early_stopping_stops_when_val_loss_stops_improving():
 def test_bf16_autocast_trains_on_cpu():
     final = train(tiny_gpt(), pattern_stream(), pattern_stream(), config(precision="bf16"), lambda m, s: None)
     assert np.isfinite(final["val_loss"])
+
+
+def test_resuming_from_the_final_checkpoint_returns_its_metrics():
+    states = []
+    straight = train(tiny_gpt(), pattern_stream(), pattern_stream(), config(),
+                     lambda m, s: states.append(copy.deepcopy(s)) if s else None)
+    last = states[-1]
+    assert last["step"] == config().steps
+    resumed = train(tiny_gpt(seed=5), pattern_stream(), pattern_stream(), config(), lambda m, s: None,
+                    resume_state=last)
+    assert resumed["val_loss"] == pytest.approx(straight["val_loss"])
+    assert resumed["tokens_seen"] == straight["tokens_seen"]

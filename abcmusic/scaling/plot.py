@@ -8,6 +8,7 @@ import numpy as np
 from matplotlib import rcParams
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
 from abcmusic.scaling.fit import ScalingFit, predict
 
@@ -44,6 +45,9 @@ def plot_scaling(fits: dict[str, ScalingFit], points: dict[str, list[tuple[float
                       label=fit_label(architecture, fits[architecture]))
     axes.set_xscale("log")
     axes.set_yscale("log")
+    # Losses span well under a decade: plain numbers read better than 1.2x10^0.
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
     axes.set_xlabel(parameter_label)
     axes.set_ylabel("validation loss L")
     axes.grid(True, which="both", alpha=0.3)

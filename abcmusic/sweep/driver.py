@@ -249,7 +249,7 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
                                              {"param_convention": convention}, kind="summary")
     metrics = {}
     for arch, fit in fits.items():
-        chosen = fit.chosen_fit()
+        chosen = fit.chosen_fit
         metrics |= {f"{arch}_alpha": chosen.alpha, f"{arch}_alpha_ci_low": chosen.alpha_ci_low,
                     f"{arch}_alpha_ci_high": chosen.alpha_ci_high, f"{arch}_a": chosen.a, f"{arch}_c": chosen.c,
                     f"{arch}_r2": chosen.r2}
@@ -258,7 +258,7 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
     mlflow_store.log_artifacts(uri, run_id, out_dir)
     mlflow_store.finish_run(uri, run_id)
     for arch, fit in fits.items():
-        chosen = fit.chosen_fit()
+        chosen = fit.chosen_fit
         log(f"{arch}: L = {chosen.a:.3g} * N^-{chosen.alpha:.4f}" + (f" + {chosen.c:.3f}" if chosen.c else "")
             + f"   alpha 95% CI [{chosen.alpha_ci_low:.4f}, {chosen.alpha_ci_high:.4f}], R^2 {chosen.r2:.3f},"
             f" {fit.chosen} form, {fit.n_sizes} sizes" + ("  (offset near the smallest loss: alpha inflated)"

@@ -172,10 +172,11 @@ def train(
         generator.set_state(resume_state["generator"][rank])
         step = int(resume_state["step"])
     start_step = step
+    # A run resumed from its last checkpoint has no step left to run: it ends with that checkpoint's metrics.
+    metrics: dict[str, float] = dict(resume_state.get("metrics", {})) if resume_state is not None else {}
 
     model.train()
     train_seconds = eval_seconds = report_seconds = 0.0
-    metrics: dict[str, float] = {}
     best_val_loss, evals_since_best, stop = float("inf"), 0, False
     eval_every = max(1, config.steps // (10 * max(1, config.checkpoints)))  # with early stopping: evaluate often
     while step < config.steps and not stop:
@@ -221,7 +222,8 @@ def train(
                 stop = True
             if step in checkpoint_at:
                 state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "generator": _gather_generator_states(generator, world_size)}
+                         "generator": _gather_generator_states(generator, world_size),
+                         "metrics": {k: float(v) for k, v in metrics.items()}}
         elif step % log_every:
             continue
         metrics |= {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "report_seconds": report_seconds}
