@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,7 @@ def train_worker(config: dict[str, Any]) -> None:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
+    setup_seconds = time.time() - config["trial_started_at"]  # trial start to the first step: Ray, data, model
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
                   world_size=world_size, resume_state=resume_state)
     test_windows = eval_starts(streams["test"], train_config.eval_batches,
@@ -82,7 +84,8 @@ def train_worker(config: dict[str, Any]) -> None:
     test_loss = evaluate(model, streams["test"], test_windows, train_config.context, device, train_config.precision)
     final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
-                     "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"]}
+                     "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
+                     "setup_seconds": setup_seconds}
     if rank == 0:
         mlflow_store.log_metrics(uri, run_id, final_metrics, step=final["tokens_seen"])
         raw_model = model.module if hasattr(model, "module") else model
@@ -102,13 +105,14 @@ def run_trial(config: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    started_at = time.time()
     trial = Trial(**config["trial"])
     uri = config["tracking_uri"]
     run_id = mlflow_store.find_or_create_run(uri, config["experiment_id"], trial.key, config["params"])
     resources = config["resources"]
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=config | {"run_id": run_id},
+        train_loop_config=config | {"run_id": run_id, "trial_started_at": started_at},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus_per_worker"] > 0,
             resources_per_worker={"CPU": resources["cpus_per_worker"], **(

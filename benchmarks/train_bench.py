@@ -1,0 +1,154 @@
+"""Benchmark: training speed through Ray Train against a plain PyTorch loop, MFU, per-trial overhead, sweep share.
+
+1. A plain single-process PyTorch loop written here (forward, backward, clip, AdamW step; nothing else) on the
+   largest demo GPT, and the project's loop (`abcmusic.train.loop.train`) without Ray, same model, batch, threads.
+2. The same GPT as one real sweep trial (`sweep.py --sizes ...`: Ray Tune, Ray Train, MLflow) in a scratch
+   project folder; its tokens/s against the plain loop's, and where the trial's time went.
+3. Model FLOP/s (the model's training FLOPs per token x tokens/s) against the measured peak of a large fp32
+   matmul on the same number of threads (MFU).
+4. With --sweep NAME (and --project DIR holding its mlflow.db): the share of that sweep's slot time spent training.
+
+    .venv/bin/python benchmarks/train_bench.py [--data data/demo] [--size 595k] [--tokens 400000] [--sweep NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from abcmusic.data.token_stream import load_token_stream, open_dataset  # noqa: E402
+from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
+from abcmusic.sweep.spec import load_spec  # noqa: E402
+from abcmusic.sweep.trial import model_config  # noqa: E402
+from abcmusic.sweep.driver import train_config  # noqa: E402
+from abcmusic.sweep.spec import build_grid  # noqa: E402
+from abcmusic.train.loop import train  # noqa: E402
+
+
+def peak_matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def plain_loop_tokens_per_s(model, stream: np.ndarray, batch: int, context: int, lr: float, steps: int) -> float:
+    """The baseline: the simplest correct training step, written out here."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    generator = np.random.default_rng(0)
+    model.train()
+    started = None
+    for step in range(steps + 3):
+        if step == 3:
+            started = time.perf_counter()  # three warm-up steps
+        starts = generator.integers(0, len(stream) - context - 1, batch)
+        windows = torch.from_numpy(stream[starts[:, None] + np.arange(context + 1)].astype(np.int64))
+        _, loss, *_ = model(windows[:, :-1], windows[:, 1:])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return steps * batch * context / (time.perf_counter() - started)
+
+
+def sweep_trial(project: Path, data: Path, size: str, tokens: int) -> dict:
+    """Run one real trial with sweep.py in a scratch project folder and read its MLflow run."""
+    (project / "data").mkdir(parents=True)
+    (project / "data" / "demo").symlink_to(data.resolve())
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true")
+    started = time.time()
+    subprocess.run([sys.executable, str(REPO_ROOT / "sweep.py"), "--arch", "gpt", "--sizes", size,
+                    "--tokens", str(tokens), "--name", "bench"], cwd=project, env=env, check=True,
+                   capture_output=True, text=True)
+    command_seconds = time.time() - started
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("bench")
+    run = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["abcmusic.kind"] == "trial")
+    return run.data.metrics | {"wall_seconds": (run.info.end_time - run.info.start_time) / 1000,
+                               "command_seconds": command_seconds}
+
+
+def sweep_share(project: Path, name: str) -> tuple[float, float, int, float]:
+    """(sum of trials' training seconds, sweep wall seconds, concurrent slots, share of slot time training)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name)
+    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["abcmusic.kind"] == "trial"]
+    wall = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+    slots = os.cpu_count() // int(runs[0].data.params["cpus_per_worker"])
+    trained = sum(r.data.metrics["train_seconds"] for r in runs)
+    return trained, wall, slots, trained / (wall * slots)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=REPO_ROOT / "data" / "demo")
+    parser.add_argument("--size", default="595k", help="demo GPT size (default: the largest)")
+    parser.add_argument("--tokens", type=int, default=400_000, help="token budget of the Ray trial")
+    parser.add_argument("--sweep", help="a finished sweep to measure the training share of")
+    parser.add_argument("--project", type=Path, default=Path.cwd(), help="folder holding that sweep's mlflow.db")
+    args = parser.parse_args()
+
+    spec = load_spec("demo")
+    trial = next(t for t in build_grid(spec) if t.arch == "gpt" and t.size == args.size)
+    config = train_config(spec, trial)
+    threads = spec.resources.cpus_per_worker
+    _, vocab = open_dataset(args.data)
+    stream = load_token_stream(args.data, "train", vocab.separator_id)
+    architecture = model_config(trial, len(vocab), config.context, spec.train.dropout)
+    flops_per_token = get_architecture("gpt").flops_per_token(architecture)
+
+    torch.set_num_threads(threads)
+    steps = 60
+    torch.manual_seed(0)
+    plain = plain_loop_tokens_per_s(build_model("gpt", vars(architecture)), stream, config.batch_size,
+                                    config.context, config.lr, steps)
+    torch.manual_seed(0)
+    project_loop = train(build_model("gpt", vars(architecture)), stream, stream,
+                         type(config)(**(vars(config) | {"tokens": steps * config.tokens_per_step,
+                                                         "eval_points": 1, "checkpoints": 1, "eval_batches": 1})),
+                         lambda m, s: None)["tokens_per_s"]
+    peak = peak_matmul_flops(threads)
+    with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
+        in_ray = sweep_trial(Path(scratch), args.data, args.size, args.tokens)
+
+    print(f"model: demo GPT {args.size} ({vars(architecture)}), batch {config.batch_size} x context "
+          f"{config.context}, {threads} thread(s), fp32; {flops_per_token:.3g} training FLOPs/token")
+    print(f"measured peak: {peak / 1e9:.1f} GFLOP/s (1024x1024 fp32 matmul, {threads} thread(s))")
+    print(f"{'loop':<34} {'tokens/s':>10} {'vs plain':>9} {'MFU':>6}")
+    for label, rate in (("plain PyTorch loop (this file)", plain), ("project loop, no Ray", project_loop),
+                        ("project trial in Ray Train + Tune", in_ray["tokens_per_s"])):
+        print(f"{label:<34} {rate:>10,.0f} {rate / plain:>9.2f} {rate * flops_per_token / peak:>6.1%}")
+    overhead = in_ray["wall_seconds"] - in_ray["train_seconds"]
+    print(f"Ray trial of {args.tokens:,} tokens: {in_ray['wall_seconds']:.1f} s in its MLflow run "
+          f"({in_ray['command_seconds']:.1f} s for the whole sweep.py command), of which training "
+          f"{in_ray['train_seconds']:.1f} s; overhead {overhead:.1f} s = set-up to first step "
+          f"{in_ray['setup_seconds']:.1f} s + evaluation {in_ray['eval_seconds']:.1f} s + reports and checkpoints "
+          f"{in_ray['report_seconds']:.1f} s + the rest (test loss, model upload, teardown) "
+          f"{overhead - in_ray['setup_seconds'] - in_ray['eval_seconds'] - in_ray['report_seconds']:.1f} s")
+    if args.sweep:
+        trained, wall, slots, share = sweep_share(args.project, args.sweep)
+        print(f"sweep {args.sweep}: {trained:.0f} s of training over {wall:.0f} s wall x {slots} trial slots: "
+              f"{share:.1%} of slot time spent training")
+
+
+if __name__ == "__main__":
+    main()
