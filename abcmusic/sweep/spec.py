@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from abcmusic.errors import UserError
+from abcmusic.train.loop import TrainConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 PARAM_CONVENTIONS = ("non_embedding", "total")
@@ -30,16 +31,17 @@ class TrainSpec:
     context: int
     batch_size: int
     micro_batch_size: int | None = None
-    lrs: tuple[float, ...] = (1e-3,)
-    min_lr_fraction: float = 0.1
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
+    lrs: tuple[float, ...] = (TrainConfig.lr,)
+    # The training loop's own defaults, so that the two never drift apart.
+    min_lr_fraction: float = TrainConfig.min_lr_fraction
+    warmup_fraction: float = TrainConfig.warmup_fraction
+    weight_decay: float = TrainConfig.weight_decay
+    grad_clip: float = TrainConfig.grad_clip
     dropout: float = 0.0
-    eval_points: int = 8
-    checkpoints: int = 10
-    eval_batches: int = 8
-    early_stopping_patience: int = 0  # evaluations without improvement before stopping; 0: train the full budget
+    eval_points: int = TrainConfig.eval_points
+    checkpoints: int = TrainConfig.checkpoints
+    eval_batches: int = TrainConfig.eval_batches
+    early_stopping_patience: int = TrainConfig.early_stopping_patience  # 0: train the full budget
 
 
 @dataclass(frozen=True)
