@@ -151,3 +151,17 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     for name, run_id in finished_before.items():
         # a rerun would have logged the final metrics a second time
         assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"
+
+
+def test_a_trial_with_two_workers_trains_with_ddp(workdir):
+    result = run_cli("sweep.py", "--experiment", "tiny", "--arch", "gpt", "--sizes", "g1",
+                     "--workers-per-trial", "2", "--name", "ddp", cwd=workdir)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    assert "2 worker(s) x 1 CPU" in result.stdout
+    runs, client = mlflow_runs(workdir, "ddp")
+    (trial,) = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
+    assert trial.info.status == "FINISHED" and trial.data.params["workers"] == "2"
+    # the budget counts both workers' sequences: steps x batch (8, 4 per worker) x context
+    assert trial.data.metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
+    history = client.get_metric_history(trial.info.run_id, "val_loss")
+    assert history[-1].value < history[0].value
