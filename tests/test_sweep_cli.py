@@ -165,3 +165,18 @@ def test_a_trial_with_two_workers_trains_with_ddp(workdir):
     assert trial.data.metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
     history = client.get_metric_history(trial.info.run_id, "val_loss")
     assert history[-1].value < history[0].value
+
+
+def test_ctrl_c_stops_the_sweep_and_says_how_to_resume(workdir):
+    driver = subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", "tiny", "--name", "c1"],
+        cwd=workdir, env=cli_env(workdir / ".home"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    for line in driver.stdout:
+        if "tokens/s" in line:  # a trial is training
+            break
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 130, output[-3000:]
+    assert "--resume c1" in output
+    assert not (workdir / "results" / "c1" / "fit.json").exists()

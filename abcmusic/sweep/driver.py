@@ -176,6 +176,10 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
             run_config=tune.RunConfig(name=options.name, storage_path=str(storage), verbose=1),
         )
     results = tuner.fit()
+    if any(r.error is None and "final_val_loss" not in (r.metrics or {}) for r in results):
+        # Tune handles Ctrl-C itself: it saves the experiment and returns, reporting the stopped trials as
+        # terminated; only a trial that reached its final metrics is really done.
+        raise KeyboardInterrupt
     failed = [r for r in results if r.error is not None]
     if failed:
         log(f"{len(failed)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:200] for r in failed))
