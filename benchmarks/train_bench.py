@@ -34,17 +34,7 @@ from abcmusic.sweep.trial import model_config  # noqa: E402
 from abcmusic.sweep.driver import train_config  # noqa: E402
 from abcmusic.sweep.spec import build_grid  # noqa: E402
 from abcmusic.train.loop import train  # noqa: E402
-
-
-def peak_matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    for _ in range(3):
-        a @ b
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+from abcmusic.train.throughput import measure_peak_flops  # noqa: E402
 
 
 def plain_loop_tokens_per_s(model, stream: np.ndarray, batch: int, context: int, lr: float, steps: int) -> float:
@@ -126,7 +116,7 @@ def main() -> None:
                          type(config)(**(vars(config) | {"tokens": steps * config.tokens_per_step,
                                                          "eval_points": 1, "checkpoints": 1, "eval_batches": 1})),
                          lambda m, s: None)["tokens_per_s"]
-    peak = peak_matmul_flops(threads)
+    peak = measure_peak_flops(torch.device("cpu"), "fp32", seconds=1.0)
     with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
         in_ray = sweep_trial(Path(scratch), args.data, args.size, args.tokens)
 

@@ -58,8 +58,10 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
             assert key in params, f"{name} lacks param {key}"
         assert int(params["params_non_embedding"]) < int(params["params_total"])
         metrics = run.data.metrics
-        for key in ("train_loss", "val_loss", "final_val_loss", "test_loss", "tokens_seen", "tokens_per_s", "lr"):
+        for key in ("train_loss", "val_loss", "final_val_loss", "test_loss", "tokens_seen", "tokens_per_s", "lr",
+                    "mfu", "peak_flops", "setup_seconds"):
             assert key in metrics, f"{name} lacks metric {key}"
+        assert 0 < metrics["mfu"] < 1.5
         assert metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned

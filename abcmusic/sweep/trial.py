@@ -16,6 +16,7 @@ from abcmusic.models.registry import build_model, get_architecture, make_config
 from abcmusic.sweep.spec import Trial
 from abcmusic.tracking import mlflow_store
 from abcmusic.train.loop import TrainConfig, eval_starts, evaluate, train
+from abcmusic.train.throughput import measure_peak_flops
 
 STATE_FILE = "state.pt"
 
@@ -75,6 +76,8 @@ def train_worker(config: dict[str, Any]) -> None:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
+    peak_flops = measure_peak_flops(device, train_config.precision)
+    flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
     setup_seconds = time.time() - config["trial_started_at"]  # trial start to the first step: Ray, data, model
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
                   world_size=world_size, resume_state=resume_state)
@@ -85,7 +88,9 @@ def train_worker(config: dict[str, Any]) -> None:
     final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
-                     "setup_seconds": setup_seconds}
+                     "setup_seconds": setup_seconds, "peak_flops": peak_flops,
+                     # MFU over all workers: model FLOPs per second against the summed peak of their devices
+                     "mfu": flops_per_token * final["tokens_per_s"] / (peak_flops * world_size)}
     if rank == 0:
         mlflow_store.log_metrics(uri, run_id, final_metrics, step=final["tokens_seen"])
         raw_model = model.module if hasattr(model, "module") else model
