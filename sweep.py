@@ -66,7 +66,7 @@ def apply_overrides(spec, args):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from abcmusic.sweep.driver import SweepOptions, analyze, describe_plan, plan, run_sweep
+    from abcmusic.sweep.driver import SweepOptions, TrialsFailed, analyze, describe_plan, plan, run_sweep
     from abcmusic.sweep.spec import load_spec
 
     project_dir = Path.cwd()
@@ -90,6 +90,9 @@ def main(argv: list[str]) -> int:
         print(f"sweep.py: interrupted; continue with: python sweep.py --experiment {args.experiment} "
               f"--arch {args.arch} --resume {name}", file=sys.stderr)
         return 130
+    except TrialsFailed as error:
+        print(f"sweep.py: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

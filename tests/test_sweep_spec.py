@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from abcmusic.errors import UserError
-from abcmusic.sweep.driver import best_lr_points, plan, trial_resources
+from abcmusic.sweep.driver import best_lr_points, check_splits_fit_context, plan, trial_resources
 from abcmusic.sweep.spec import build_grid, load_spec
 
 
@@ -87,3 +87,10 @@ def test_fit_points_use_each_sizes_best_learning_rate_with_all_its_seeds():
     points = best_lr_points(records)
     assert sorted(points["gpt"]) == [(100.0, 1.9), (100.0, 2.1), (1000.0, 1.5)]
     assert points["lstm"] == [(100.0, 2.5)]
+
+
+def test_a_split_shorter_than_one_context_window_is_refused(tmp_path):
+    manifest = {"splits": {"train": {"tokens": 10_000, "tunes": 50}, "val": {"tokens": 100, "tunes": 2}}}
+    check_splits_fit_context(manifest, 64, tmp_path)
+    with pytest.raises(UserError, match="the val split .* 103 tokens"):
+        check_splits_fit_context(manifest, 128, tmp_path)

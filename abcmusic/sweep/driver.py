@@ -24,6 +24,10 @@ SUMMARY_KEY = "summary"
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 
 
+class TrialsFailed(Exception):
+    """Some trials of a sweep failed; the others finished and were fitted."""
+
+
 @dataclass(frozen=True)
 class SweepOptions:
     spec: SweepSpec
@@ -87,6 +91,15 @@ def describe_plan(planned: list[PlannedTrial], resources: dict[str, Any]) -> str
     return "\n".join(lines)
 
 
+def check_splits_fit_context(manifest: dict, context: int, data_dir: Path) -> None:
+    """Every split must hold at least one context window (its stream adds a separator per tune, plus one)."""
+    for split, stats in manifest["splits"].items():
+        stream_length = stats["tokens"] + stats["tunes"] + 1
+        if stream_length <= context + 1:
+            raise UserError(f"the {split} split of {data_dir} has {stream_length:,} tokens, not enough for one "
+                            f"window of context {context}; prepare more data or lower the context")
+
+
 def trial_resources(spec: SweepSpec, cluster: dict[str, float]) -> dict[str, Any]:
     """Workers, CPUs and GPUs per trial for this cluster; asking for GPUs it does not have is a UserError."""
     r = spec.resources
@@ -137,19 +150,27 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
 def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
     spec = options.spec
     data_dir = (options.project_dir / spec.data).resolve() if not Path(spec.data).is_absolute() else Path(spec.data)
-    _, vocab = open_dataset(data_dir)
+    manifest, vocab = open_dataset(data_dir)
+    check_splits_fit_context(manifest, spec.train.context, data_dir)
     planned = plan(spec, options.archs, len(vocab))
+    storage = (options.project_dir / "results" / "ray").resolve()
+    experiment_path = storage / options.name
+
+    from ray import tune
+
+    if options.resume and not tune.Tuner.can_restore(str(experiment_path)):
+        raise UserError(f"no sweep {options.name!r} to resume under {storage}")
+    if not options.resume and experiment_path.exists():
+        raise UserError(f"sweep {options.name!r} already exists; continue it with --resume {options.name} "
+                        f"or choose another --name")
     local_cpus = os.cpu_count() or 1
     per_trial_cpus = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     cluster = _start_ray(options.address, max(1, local_cpus // per_trial_cpus))
     resources = trial_resources(spec, cluster)
     log(describe_plan(planned, resources))
 
-    from ray import tune
-
     uri = mlflow_store.tracking_uri(options.project_dir)
     experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
-    storage = (options.project_dir / "results" / "ray").resolve()
     common = {
         "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": str(storage),
         "data": str(data_dir), "dropout": spec.train.dropout, "resources": resources,
@@ -159,16 +180,10 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
                       "params": trial_params(p, spec, data_dir, resources)} for p in planned]
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_trial_entry, trial_resources_request)
-    experiment_path = storage / options.name
     if options.resume:
-        if not tune.Tuner.can_restore(str(experiment_path)):
-            raise UserError(f"no sweep {options.name!r} to resume under {storage}")
         tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
-        if experiment_path.exists():
-            raise UserError(f"sweep {options.name!r} already exists; continue it with --resume {options.name} "
-                            f"or choose another --name")
         tuner = tune.Tuner(
             trainable,
             param_space=common | {"item": tune.grid_search(trial_configs)},
@@ -180,10 +195,12 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
         # Tune handles Ctrl-C itself: it saves the experiment and returns, reporting the stopped trials as
         # terminated; only a trial that reached its final metrics is really done.
         raise KeyboardInterrupt
+    summary = analyze(options.name, options.project_dir, spec.param_convention, log)
     failed = [r for r in results if r.error is not None]
     if failed:
-        log(f"{len(failed)} trial(s) failed: " + "; ".join(str(r.error).splitlines()[0][:200] for r in failed))
-    return analyze(options.name, options.project_dir, spec.param_convention, log)
+        raise TrialsFailed(f"{len(failed)} trial(s) failed (their errors are under {experiment_path}); "
+                           f"the fit above uses the finished ones; retry the failed ones with --resume {options.name}")
+    return summary
 
 
 def _trial_name(trial) -> str:
