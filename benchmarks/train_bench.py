@@ -116,7 +116,7 @@ def main() -> None:
                          type(config)(**(vars(config) | {"tokens": steps * config.tokens_per_step,
                                                          "eval_points": 1, "checkpoints": 1, "eval_batches": 1})),
                          lambda m, s: None)["tokens_per_s"]
-    peak = measure_peak_flops(torch.device("cpu"), "fp32", seconds=1.0)
+    peak = measure_peak_flops(torch.device("cpu"), "fp32", samples=40)
     with tempfile.TemporaryDirectory(prefix="train-bench-") as scratch:
         in_ray = sweep_trial(Path(scratch), args.data, args.size, args.tokens)
 

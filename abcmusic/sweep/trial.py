@@ -76,11 +76,12 @@ def train_worker(config: dict[str, Any]) -> None:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
-    peak_flops = measure_peak_flops(device, train_config.precision)
-    flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
     setup_seconds = time.time() - config["trial_started_at"]  # trial start to the first step: Ray, data, model
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
                   world_size=world_size, resume_state=resume_state)
+    # Measured after training, not during start-up, when other trials' start-ups compete for the cores.
+    peak_flops = measure_peak_flops(device, train_config.precision)
+    flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
     test_windows = eval_starts(streams["test"], train_config.eval_batches,
                                train_config.micro_batch_size or train_config.batch_size // world_size,
                                train_config.context)
