@@ -117,6 +117,7 @@ def test_dry_run_prints_the_grid_and_starts_nothing(workdir):
     (["--gpus-per-trial", "4"], "GPU"),
     (["--experiment", "nope"], "no experiment 'nope'"),
     (["--resume", "never-ran"], "no sweep 'never-ran' to resume"),
+    (["--address", "127.0.0.1:1"], "cannot connect to the Ray cluster at 127.0.0.1:1"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_trial(workdir, args, message):
     result = run_cli("sweep.py", "--experiment", "tiny", "--name", "bad", *args, cwd=workdir)

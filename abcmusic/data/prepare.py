@@ -10,7 +10,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from abcmusic.data.discover import find_midi_files
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
 from abcmusic.progress import Progress
+from abcmusic.ray_session import start_ray
 
 # The modules whose code decides a dataset's content: a change to any of them makes an old dataset stale.
 CONTENT_MODULES = ("abc/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
@@ -61,36 +61,12 @@ def _fingerprint(config: PrepareConfig, midi_dir: Path, source_paths: list[str],
     return digest.hexdigest()
 
 
-def _check_reachable(address: str) -> None:
-    """Fail at once on a host:port nobody listens on (ray.init would retry for minutes)."""
-    host, _, port = address.rpartition(":")
-    if "://" in address or not host or not port.isdigit():
-        return  # "auto", "ray://...": let Ray resolve them
-    try:
-        socket.create_connection((host, int(port)), timeout=5).close()
-    except OSError as error:
-        raise UserError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error}") from None
-
-
 def _start_ray(address: str | None) -> tuple[int, bool]:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; returns (CPUs, whether we started it)."""
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
     import ray.data
 
-    started = False
-    if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
-            target = address or os.environ["RAY_ADDRESS"]
-            _check_reachable(target)
-            try:
-                ray.init(address=address, logging_level="WARNING")
-            except (ConnectionError, RuntimeError, ValueError) as error:
-                message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-                raise UserError(f"cannot connect to the Ray cluster at {target}: {message}") from None
-        else:
-            ray.init(include_dashboard=False, logging_level="WARNING")
-        started = True
+    started = start_ray(address)
     # prepare draws its own progress line; Ray Data's bars and per-dataset INFO logs would repeat it.
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +20,6 @@ def open_dataset(dataset_dir: Path) -> tuple[dict, Vocabulary]:
         raise UserError(f"no prepared dataset at {dataset_dir}; run: python prepare.py "
                         f"(or prepare.py --midi-dir DIR --out {dataset_dir})")
     return manifest, Vocabulary.load(Path(dataset_dir) / "vocab.json")
-
-
-def manifest_hash(dataset_dir: Path) -> str:
-    """A short identifier of the dataset's exact content, for tracking: its manifest's fingerprint."""
-    manifest = json.loads((Path(dataset_dir) / "manifest.json").read_text())
-    return manifest["fingerprint"][:16]
 
 
 def load_token_stream(dataset_dir: Path, split: str, separator_id: int) -> np.ndarray:

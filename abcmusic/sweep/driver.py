@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from abcmusic.data.token_stream import manifest_hash, open_dataset
+from abcmusic.data.token_stream import open_dataset
 from abcmusic.errors import UserError
+from abcmusic.ray_session import start_ray
 from abcmusic.models.registry import ARCHITECTURES, get_architecture
 from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
 from abcmusic.sweep.trial import model_config, run_trial
@@ -116,21 +117,21 @@ def trial_resources(spec: SweepSpec, cluster: dict[str, float]) -> dict[str, Any
     return {"workers": r.workers_per_trial, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": gpus_per_worker}
 
 
-def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, resources: dict[str, Any]) -> dict:
+def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, dataset_hash: str,
+                 resources: dict[str, Any]) -> dict:
     trial = planned.trial
     return {
         "arch": trial.arch, "size": trial.size, **trial.model_fields,
         "params_total": planned.params_total, "params_non_embedding": planned.params_non_embedding,
         "tokens": spec.train.tokens, "context": spec.train.context, "batch_size": spec.train.batch_size,
         "lr": trial.lr, "seed": trial.seed, "precision": trial.precision, "dropout": spec.train.dropout,
-        "dataset": str(data_dir), "dataset_hash": manifest_hash(data_dir), "spec_hash": spec_hash(spec),
+        "dataset": str(data_dir), "dataset_hash": dataset_hash, "spec_hash": spec_hash(spec),
         "workers": resources["workers"], "cpus_per_worker": resources["cpus_per_worker"],
         "gpus_per_worker": resources["gpus_per_worker"],
     }
 
 
 def _start_ray(address: str | None, slots: int) -> dict[str, float]:
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # Train V2 reports block for up to a health-check interval (2 s by default) each: keep reports cheap.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # per-trial progress lines differ only in numbers: keep them all
@@ -138,12 +139,7 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
 
     env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "MLFLOW_TRACKING_URI",
                                            "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
-    if not ray.is_initialized():
-        if address or os.environ.get("RAY_ADDRESS"):
-            ray.init(address=address, runtime_env={"env_vars": env_vars}, logging_level="WARNING")
-        else:
-            ray.init(resources={TRIAL_SLOT: slots}, runtime_env={"env_vars": env_vars}, logging_level="WARNING",
-                     include_dashboard=False)
+    start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars)
     return dict(ray.cluster_resources())
 
 
@@ -177,7 +173,7 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
         "threads": spec.resources.cpus_per_worker,
     }
     trial_configs = [{"trial": dataclasses.asdict(p.trial), "train": dataclasses.asdict(train_config(spec, p.trial)),
-                      "params": trial_params(p, spec, data_dir, resources)} for p in planned]
+                      "params": trial_params(p, spec, data_dir, manifest["fingerprint"][:16], resources)} for p in planned]
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_trial_entry, trial_resources_request)
     if options.resume:
