@@ -66,10 +66,9 @@ def train_worker(config: dict[str, Any]) -> None:
         if rank == 0:
             mlflow_store.log_metrics(uri, run_id, metrics, step=metrics["tokens_seen"])
             print(progress_line(trial, metrics, train_config.tokens), flush=True)
-        if "val_loss" not in metrics:
-            return  # progress goes to MLflow and the console only: each ray.train.report costs ~0.2 s
         if state is None:
-            ray.train.report(metrics)
+            # Progress and evaluations go to MLflow and the console only: a ray.train.report blocks until Ray
+            # Train's controller polls (~0.2 s), so it is kept for checkpoints and the final metrics.
             return
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
