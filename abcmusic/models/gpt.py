@@ -2,12 +2,15 @@
 
 Parameter counts follow the package convention (see abcmusic.models): `non_embedding` excludes the token and
 position embeddings; the lm_head shares the token embedding's weight and has no bias, so nothing else is excluded.
+For sampling, `forward` takes a `KVCache`: the keys and values of the tokens already seen, so that each new token
+costs one position's compute instead of a whole window's.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -37,6 +40,28 @@ class GPTConfig:
             raise ValueError(f"GPTConfig.dropout must be in [0, 1); got {self.dropout!r}")
 
 
+class LayerKV(NamedTuple):
+    keys: torch.Tensor  # [B, n_head, context, head_size], filled up to `start`
+    values: torch.Tensor
+    start: int  # the position of the first token of this call
+
+
+class KVCache:
+    """Every layer's keys and values of the positions seen so far, in buffers as long as the context."""
+
+    def __init__(self, config: GPTConfig, batch_size: int, device: torch.device | str, dtype: torch.dtype) -> None:
+        shape = (batch_size, config.n_head, config.context, config.n_embd // config.n_head)
+        self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.length = 0  # positions filled; the next token goes at this position
+
+    def layer(self, i: int) -> LayerKV:
+        return LayerKV(self.keys[i], self.values[i], self.length)
+
+    def reset(self) -> None:
+        self.length = 0
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
@@ -46,11 +71,22 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True)
+        dropout_p = self.dropout if self.training else 0.0
+        if kv is not None:
+            end = kv.start + T
+            kv.keys[:, :, kv.start:end] = k
+            kv.values[:, :, kv.start:end] = v
+        if kv is None or kv.start == 0:  # nothing cached before these tokens: plain causal attention among them
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        else:
+            # Query i sits at position start + i and sees every cached key and the new ones up to its own.
+            mask = None if T == 1 else torch.ones(T, end, dtype=torch.bool, device=x.device).tril(kv.start)
+            y = F.scaled_dot_product_attention(q, kv.keys[:, :, :end], kv.values[:, :, :end], attn_mask=mask,
+                                               dropout_p=dropout_p)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -75,8 +111,8 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, kv: LayerKV | None = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -116,16 +152,23 @@ class GPT(nn.Module):
         return total
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits [B, T, vocab] for token ids [B, T], and the mean cross-entropy against `targets` if given."""
+        """Logits [B, T, vocab] for token ids [B, T], and the mean cross-entropy against `targets` if given.
+
+        With `kv_cache`, the tokens continue the ones cached (at positions kv_cache.length onwards), attend to
+        them too, and are appended to the cache.
+        """
         B, T = idx.shape
-        if T > self.config.context:
-            raise ValueError(f"sequence length {T} exceeds the model's context of {self.config.context}")
-        pos = torch.arange(T, dtype=torch.long, device=idx.device)
+        start = 0 if kv_cache is None else kv_cache.length
+        if start + T > self.config.context:
+            raise ValueError(f"sequence length {start + T} exceeds the model's context of {self.config.context}")
+        pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, None if kv_cache is None else kv_cache.layer(i))
+        if kv_cache is not None:
+            kv_cache.length += T
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:

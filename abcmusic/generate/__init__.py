@@ -1,0 +1,1 @@
+"""Sampling tunes from a trained model."""

@@ -1,0 +1,191 @@
+"""Sampling token sequences from a GPT (with a key/value cache) or an LSTM (carrying its state), in batches.
+
+A sample is a prompt followed by new tokens drawn one at a time from softmax(logits / temperature), restricted to
+the `top_k` most likely tokens when set, until the stop token (the tune separator) or `max_new_tokens`.
+
+GPT window policy. A GPT sees at most `context` tokens and its positions are absolute, so the cache cannot slide
+one token at a time. Instead the visible window starts at the beginning of the sequence and grows; when the next
+token's window would hold more than `context` tokens, it restarts from the last `max(1, context // 2)` tokens
+(the prompt included: a prompt longer than the context is cut the same way). With the cache, a restart refills it
+from those tokens in one forward pass; each later token is one position. So a restart costs about as much as
+`context // 2` single-token steps, once every `context - context // 2 + 1` tokens: the cost stays linear.
+Without the cache (`use_cache=False`), every step runs the whole visible window from scratch: the same policy, the
+same logits up to floating-point rounding, hence the same tokens; it is the reference and the benchmark's
+baseline. An LSTM sees the whole sequence: with the cache it carries its state and runs one token a step, without
+it runs the whole prefix every step.
+
+Prompts of the same length are sampled together as one batch (at most `batch_size` rows), e.g. unconditional
+samples all starting at [separator]; rows that have stopped keep running until every row has stopped or the
+limit is reached, and their extra tokens are dropped. One torch.Generator seeded with `seed` drives the whole call,
+so the same call gives the same samples; a row's tokens do depend on what else is in its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from abcmusic.models.gpt import GPT, KVCache
+from abcmusic.models.lstm import LSTMModel
+
+# (tokens [B, capacity], length) -> logits [B, vocab] of the token after tokens[:, :length]
+NextLogits = Callable[[torch.Tensor, int], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 1024
+    temperature: float = 1.0
+    top_k: int | None = None
+    seed: int = 0
+    use_cache: bool = True  # False: recompute the visible window each step (the reference, and the baseline)
+    batch_size: int = 64  # at most this many rows sampled together
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature > 0):
+            raise ValueError(f"temperature must be a number above 0; got {self.temperature!r}")
+        for name in ("max_new_tokens", "batch_size") + (("top_k",) if self.top_k is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be an integer of at least 1; got {value!r}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    prompt_ids: tuple[int, ...]
+    new_ids: tuple[int, ...]  # generated tokens, excluding the stop token
+    truncated: bool  # hit max_new_tokens without producing the stop token
+
+
+def window_start(start: int, length: int, context: int) -> int:
+    """Where the GPT's visible window begins for a sequence of `length` tokens, given where it began before."""
+    if length - start <= context:
+        return start
+    return length - max(1, context // 2)
+
+
+def sample(
+    model: nn.Module,
+    prompts: Sequence[Sequence[int]],
+    stop_id: int | None,
+    config: SamplingConfig,
+    device: torch.device | str = "cpu",
+) -> list[Sample]:
+    """One sample per prompt, in the prompts' order; `stop_id` None never stops early (for benchmarks).
+
+    The model is moved to `device` and left there; its training mode is restored afterwards. On a CPU, a step is
+    too small to share between threads: call torch.set_num_threads(1) first, above all on a busy machine.
+    """
+    if not isinstance(model, (GPT, LSTMModel)):
+        raise TypeError(f"can only sample from a GPT or an LSTMModel, not {type(model).__name__}")
+    vocab_size = model.config.vocab_size
+    if stop_id is not None and not 0 <= stop_id < vocab_size:
+        raise ValueError(f"stop id {stop_id} is outside the model's vocabulary of {vocab_size} tokens")
+    prompts = [tuple(int(token) for token in prompt) for prompt in prompts]
+    for prompt in prompts:
+        if not prompt:
+            raise ValueError("every prompt needs at least one token (unconditional samples start at the separator)")
+        if not all(0 <= token < vocab_size for token in prompt):
+            raise ValueError(f"prompt token outside the model's vocabulary of {vocab_size} tokens")
+
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
+    by_length: dict[int, list[int]] = {}  # prompt length -> prompt indices, in first-seen order
+    for i, prompt in enumerate(prompts):
+        by_length.setdefault(len(prompt), []).append(i)
+    samples: list[Sample | None] = [None] * len(prompts)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            for indices in by_length.values():
+                for first in range(0, len(indices), config.batch_size):
+                    batch = indices[first:first + config.batch_size]
+                    prompt_ids = torch.tensor([prompts[i] for i in batch], dtype=torch.long, device=device)
+                    new_ids = _sample_batch(model, prompt_ids, stop_id, config, generator)
+                    for i, row in zip(batch, new_ids.tolist()):
+                        samples[i] = _to_sample(prompts[i], row, stop_id)
+    finally:
+        model.train(was_training)
+    return samples
+
+
+def _to_sample(prompt: tuple[int, ...], row: list[int], stop_id: int | None) -> Sample:
+    if stop_id is not None and stop_id in row:
+        return Sample(prompt, tuple(row[:row.index(stop_id)]), truncated=False)
+    return Sample(prompt, tuple(row), truncated=True)
+
+
+def _sample_batch(
+    model: nn.Module, prompt_ids: torch.Tensor, stop_id: int | None, config: SamplingConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """New tokens [B, steps] after prompts [B, n], until every row has drawn `stop_id` or the limit."""
+    batch_size, prompt_length = prompt_ids.shape
+    tokens = torch.empty(batch_size, prompt_length + config.max_new_tokens, dtype=torch.long,
+                         device=prompt_ids.device)
+    tokens[:, :prompt_length] = prompt_ids
+    next_logits = _next_logits_function(model, config.use_cache, batch_size)
+    stopped = torch.zeros(batch_size, dtype=torch.bool, device=prompt_ids.device)
+    length = prompt_length
+    while length < tokens.size(1):
+        next_ids = _draw(next_logits(tokens, length), config, generator)
+        tokens[:, length] = next_ids
+        length += 1
+        if stop_id is not None:
+            stopped |= next_ids == stop_id
+            if stopped.all():
+                break
+    return tokens[:, prompt_length:length]
+
+
+def _draw(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    logits = logits.float() / config.temperature
+    if config.top_k is not None and config.top_k < logits.size(-1):
+        kth_largest = torch.topk(logits, config.top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth_largest, float("-inf"))
+    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
+
+
+def _next_logits_function(model: nn.Module, use_cache: bool, batch_size: int) -> NextLogits:
+    """A function giving the next token's logits, called once per step with the sequence one token longer."""
+    if isinstance(model, LSTMModel):
+        if not use_cache:
+            return lambda tokens, length: model(tokens[:, :length])[0][:, -1]
+        state = None
+        fed = 0  # tokens the state has seen
+
+        def lstm_step(tokens: torch.Tensor, length: int) -> torch.Tensor:
+            nonlocal state, fed
+            logits, _, state = model(tokens[:, fed:length], state=state)
+            fed = length
+            return logits[:, -1]
+        return lstm_step
+
+    context = model.config.context
+    start = 0
+    if not use_cache:
+        def gpt_window(tokens: torch.Tensor, length: int) -> torch.Tensor:
+            nonlocal start
+            start = window_start(start, length, context)
+            return model(tokens[:, start:length])[0][:, -1]
+        return gpt_window
+
+    cache = KVCache(model.config, batch_size, model.lm_head.weight.device, model.lm_head.weight.dtype)
+
+    def gpt_cached(tokens: torch.Tensor, length: int) -> torch.Tensor:
+        nonlocal start
+        new_start = window_start(start, length, context)
+        if new_start != start or cache.length == 0:  # first call, or the window restarted: refill the cache
+            start = new_start
+            cache.reset()
+            return model(tokens[:, start:length], kv_cache=cache)[0][:, -1]
+        assert cache.length == length - 1 - start, "called once per new token"
+        return model(tokens[:, length - 1:length], kv_cache=cache)[0][:, -1]
+    return gpt_cached
