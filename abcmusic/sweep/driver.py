@@ -21,7 +21,6 @@ from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
 from abcmusic.train.loop import TrainConfig
 
-SUMMARY_KEY = "summary"
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 
 
@@ -271,7 +270,7 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
     if fits:
         plot_scaling(fits, {a: points[a] for a in fits}, out_dir / "scaling.png",
                      parameter_label=f"{convention.replace('_', '-')} parameters N")
-    run_id = mlflow_store.find_or_create_run(uri, experiment.experiment_id, SUMMARY_KEY,
+    run_id = mlflow_store.find_or_create_run(uri, experiment.experiment_id, mlflow_store.SUMMARY_KEY,
                                              {"param_convention": convention}, kind="summary")
     metrics = {}
     for arch, fit in fits.items():

@@ -13,6 +13,7 @@ from typing import Any
 
 TRIAL_KEY_TAG = "abcmusic.trial_key"
 KIND_TAG = "abcmusic.kind"  # "trial" or "summary"
+SUMMARY_KEY = "summary"  # the trial-key tag of a sweep's one summary run (the fit, plots)
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 

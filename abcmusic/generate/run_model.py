@@ -1,0 +1,116 @@
+"""Find a sweep's trained model in MLflow (the best run, or a named one) and rebuild it from the run's artifact alone."""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from abcmusic.data.vocab import Vocabulary
+from abcmusic.errors import UserError
+from abcmusic.models.registry import build_model
+from abcmusic.tracking import mlflow_store
+
+MODEL_ARTIFACT = "model"  # the folder sweep trials log: model.pt (state dict), config.json, vocab.json
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    run_id: str
+    run_name: str
+    experiment_name: str
+    arch: str
+    size: str
+    params_non_embedding: int
+    final_val_loss: float
+    dataset: str  # the prepared dataset the run trained on (its test split gives prompts and the reference)
+
+
+@dataclass
+class LoadedModel:
+    run: RunInfo
+    model: nn.Module
+    vocab: Vocabulary
+    config: dict[str, Any]  # config.json: arch, size, model fields, train fields
+
+
+def run_info(run, experiment_name: str) -> RunInfo:
+    params, metrics = run.data.params, run.data.metrics
+    return RunInfo(run.info.run_id, run.info.run_name, experiment_name, params.get("arch", "?"),
+                   params.get("size", "?"), int(params.get("params_non_embedding", 0)),
+                   float(metrics.get("final_val_loss", math.nan)), params.get("dataset", ""))
+
+
+def _experiments(uri: str, sweep: str | None) -> list:
+    mlflow_client = mlflow_store.client(uri)
+    if sweep is not None:
+        experiment = mlflow_client.get_experiment_by_name(sweep)
+        if experiment is None:
+            raise UserError(f"no sweep named {sweep!r} in the MLflow store at {uri}")
+        return [experiment]
+    return list(mlflow_client.search_experiments())
+
+
+def has_model(uri: str, run_id: str) -> bool:
+    names = {Path(f.path).name for f in mlflow_store.client(uri).list_artifacts(run_id, MODEL_ARTIFACT)}
+    return {"model.pt", "config.json", "vocab.json"} <= names
+
+
+def finished_runs_with_models(uri: str, sweep: str | None) -> list[RunInfo]:
+    """Every finished trial run with a final validation loss and a model artifact, lowest loss first."""
+    candidates = []
+    for experiment in _experiments(uri, sweep):
+        for run in mlflow_store.finished_trial_runs(uri, experiment.experiment_id):
+            info = run_info(run, experiment.name)
+            if math.isfinite(info.final_val_loss) and has_model(uri, info.run_id):
+                candidates.append(info)
+    return sorted(candidates, key=lambda info: info.final_val_loss)
+
+
+def find_run(uri: str, run: str, sweep: str | None) -> RunInfo:
+    """`best`: the finished run with a model and the lowest final validation loss; otherwise the run with that id."""
+    if run == "best":
+        candidates = finished_runs_with_models(uri, sweep)
+        if not candidates:
+            where = f"sweep {sweep!r}" if sweep else f"any sweep in {uri}"
+            raise UserError(f"no finished run with a model in {where}; run sweep.py first")
+        return candidates[0]
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = mlflow_store.client(uri)
+    try:
+        found = mlflow_client.get_run(run)
+    except MlflowException:
+        raise UserError(f"no MLflow run with id {run!r} in {uri} (use --run best, or an id from the MLflow UI)") from None
+    experiment = mlflow_client.get_experiment(found.info.experiment_id)
+    if found.data.tags.get(mlflow_store.KIND_TAG) != "trial":
+        raise UserError(f"run {run} is not a trial run of a sweep; it has no model")
+    if not has_model(uri, run):
+        raise UserError(f"run {run} ({found.info.run_name}) has no model artifact; it did not finish training")
+    return run_info(found, experiment.name)
+
+
+def load_model(uri: str, info: RunInfo, device: torch.device | str = "cpu") -> LoadedModel:
+    """The run's model rebuilt from its artifact: config.json, vocab.json and weights loaded without unpickling."""
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            local = Path(mlflow_store.client(uri).download_artifacts(info.run_id, MODEL_ARTIFACT, directory))
+            config = json.loads((local / "config.json").read_text())
+            vocab = Vocabulary.load(local / "vocab.json")
+            state = torch.load(local / "model.pt", weights_only=True, map_location="cpu")
+            model = build_model(config["arch"], config["model"])
+            model.load_state_dict(state)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"the model artifact of run {info.run_id} ({info.run_name}) is missing or corrupt: "
+                            f"{first_line}") from None
+    if len(vocab) != getattr(model.config, "vocab_size", len(vocab)):
+        raise UserError(f"the model artifact of run {info.run_id} is inconsistent: vocabulary of {len(vocab)} "
+                        f"tokens, model built for {model.config.vocab_size}")
+    return LoadedModel(info, model.to(device).eval(), vocab, config)
