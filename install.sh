@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything abcmusic needs: Debian's abcmidi/abcm2ps and a .venv with the pinned Python packages.
 # Idempotent: a second run only checks. Without root, ask an admin for: apt-get install abcmidi abcm2ps python3-venv
+# (and, for generate.py --audio, timidity freepats)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,6 +18,18 @@ if ((${#missing[@]})); then
   else
     echo "install.sh: missing system packages: ${missing[*]}; as root run: apt-get install ${missing[*]}" >&2
     exit 2
+  fi
+fi
+
+# Optional: a General MIDI synthesizer for generate.py --audio (small: timidity with the freepats patches).
+if ! command -v timidity >/dev/null && ! command -v fluidsynth >/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "install.sh: apt-get install timidity freepats (for generate.py --audio)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends timidity freepats >/dev/null
+  else
+    echo "install.sh: note: generate.py --audio needs a synthesizer; as root run:" \
+         "apt-get install --no-install-recommends timidity freepats" >&2
   fi
 fi
 

@@ -42,3 +42,20 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: float = 600) -> subproc
         [sys.executable, str(REPO_ROOT / script), *args],
         cwd=cwd, env=cli_env(home), capture_output=True, text=True, timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory) -> Path:
+    """A project folder with a small prepared demo dataset at data/demo, as experiments/tiny.yaml expects."""
+    root = tmp_path_factory.mktemp("project")
+    prepared = run_cli("prepare.py", "--demo-tunes", "60", cwd=root)
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tiny_project) -> subprocess.CompletedProcess:
+    """The finished tiny sweep `t1` in tiny_project (2 GPT sizes, 1 LSTM size), shared by sweep and generate tests."""
+    result = run_cli("sweep.py", "--experiment", "tiny", "--name", "t1", cwd=tiny_project)
+    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
+    return result

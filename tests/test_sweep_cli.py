@@ -22,13 +22,9 @@ pytestmark = pytest.mark.integration
 TINY_TRIALS = {"gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0", "lstm-l1-lr0.003-s0"}
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A project folder with a small prepared demo dataset at data/demo, as experiments/tiny.yaml expects."""
-    root = tmp_path_factory.mktemp("sweep")
-    prepared = run_cli("prepare.py", "--demo-tunes", "60", cwd=root)
-    assert prepared.returncode == 0, prepared.stderr[-2000:]
-    return root
+@pytest.fixture
+def workdir(tiny_project) -> Path:
+    return tiny_project
 
 
 def mlflow_runs(workdir: Path, experiment: str) -> list:
@@ -40,11 +36,9 @@ def mlflow_runs(workdir: Path, experiment: str) -> list:
     return list(client.search_runs([found.experiment_id])), client
 
 
-@pytest.fixture(scope="module")
-def finished_sweep(workdir):
-    result = run_cli("sweep.py", "--experiment", "tiny", "--name", "t1", cwd=workdir)
-    assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
-    return result
+@pytest.fixture
+def finished_sweep(tiny_sweep):
+    return tiny_sweep
 
 
 def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_sweep, workdir):
