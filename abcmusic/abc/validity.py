@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from abcmusic.smf import read_varlen
 from abcmusic.tools import require
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -111,24 +112,11 @@ def parse_messages(log_text: str) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _read_varlen(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    value = 0
-    for _ in range(4):
-        if pos >= end:
-            raise ValueError("variable-length number runs past the end of its track")
-        byte = data[pos]
-        pos += 1
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            return value, pos
-    raise ValueError("variable-length number longer than 4 bytes")
-
-
 def _track_note_ons(data: bytes, pos: int, end: int) -> int:
     note_ons = 0
     running_status = 0  # only channel messages set it; meta and sysex events leave it as it was
     while pos < end:
-        _, pos = _read_varlen(data, pos, end)  # delta time
+        _, pos = read_varlen(data, pos, end)  # delta time
         if pos >= end:
             raise ValueError("track ends after a delta time")
         status = data[pos]
@@ -141,10 +129,10 @@ def _track_note_ons(data: bytes, pos: int, end: int) -> int:
         if status == 0xFF:
             if pos >= end:
                 raise ValueError("meta event without a type")
-            length, pos = _read_varlen(data, pos + 1, end)
+            length, pos = read_varlen(data, pos + 1, end)
             pos += length
         elif status in (0xF0, 0xF7):
-            length, pos = _read_varlen(data, pos, end)
+            length, pos = read_varlen(data, pos, end)
             pos += length
         elif status >= 0xF0:
             raise ValueError(f"status byte {status:#04x} is not allowed in a MIDI file")

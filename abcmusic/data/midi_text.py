@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import struct
 
+from abcmusic.smf import read_varlen
+
 # Meta event types 0x01-0x0F are all text: text, copyright, track name, instrument, lyric, marker, cue, ...
 TEXT_META_TYPES = frozenset(range(0x01, 0x10))
 # Data bytes after a channel status byte, by the status's high nibble.
@@ -18,17 +20,6 @@ CHANNEL_DATA_LENGTH = {0x8: 2, 0x9: 2, 0xA: 2, 0xB: 2, 0xC: 1, 0xD: 1, 0xE: 2}
 
 class NotMidiError(ValueError):
     """The bytes do not start with a Standard MIDI File header."""
-
-
-def _read_varlen(data: bytes, pos: int) -> tuple[int, int]:
-    value = 0
-    for _ in range(4):
-        byte = data[pos]
-        pos += 1
-        value = (value << 7) | (byte & 0x7F)
-        if not byte & 0x80:
-            return value, pos
-    raise ValueError("variable-length quantity longer than 4 bytes")
 
 
 def _write_varlen(value: int) -> bytes:
@@ -52,12 +43,12 @@ def _strip_track(track: bytes) -> tuple[bytes, int]:
     running_status: int | None = None
     removed = 0
     while pos < len(track):
-        delta, pos = _read_varlen(track, pos)
+        delta, pos = read_varlen(track, pos, len(track))
         event_start = pos
         status = track[pos]
         if status == 0xFF:
             meta_type = track[pos + 1]
-            length, pos = _read_varlen(track, pos + 2)
+            length, pos = read_varlen(track, pos + 2, len(track))
             pos += length
             if pos > len(track):
                 raise ValueError("meta event runs past the end of the track")
@@ -66,7 +57,7 @@ def _strip_track(track: bytes) -> tuple[bytes, int]:
                 removed += 1
                 continue
         elif status in (0xF0, 0xF7):
-            length, pos = _read_varlen(track, pos + 1)
+            length, pos = read_varlen(track, pos + 1, len(track))
             pos += length
         elif status & 0x80:
             running_status = status

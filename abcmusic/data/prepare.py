@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import platform
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,9 +28,11 @@ from abcmusic.errors import UserError
 from abcmusic.progress import Progress
 from abcmusic.ray_session import start_ray
 
+VALIDITY_SAMPLE = 200  # test tunes judged by abc2midi for the manifest's reference validity rate
+
 # The modules whose code decides a dataset's content: a change to any of them makes an old dataset stale.
 CONTENT_MODULES = ("abc/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
-                   "data/assemble.py")
+                   "data/assemble.py", "smf.py")
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,30 @@ def _write_rejected(path: Path, summaries: list[FileSummary], duplicates) -> Non
                                        "detail": f"same cleaned tune as {d.duplicate_of}"}) + "\n")
 
 
+def judge_split(split_dir: Path, count: int) -> dict:
+    """abc2midi's verdict on up to `count` tunes of a written split (a fixed random choice): the rate that
+    generated samples are compared against."""
+    import pyarrow.parquet as pq
+
+    from abcmusic.abc.validity import reason_counts, valid_fraction, validate_tunes
+
+    if not any(split_dir.glob("*.parquet")):
+        return {"judged": 0, "valid_fraction": None, "invalid_by_reason": {}}
+    tunes = pq.read_table(split_dir, columns=["abc"])["abc"].to_pylist()
+    if len(tunes) > count:
+        tunes = [tunes[i] for i in sorted(random.Random(0).sample(range(len(tunes)), count))]
+    verdicts = validate_tunes(tunes)
+    return {"judged": len(tunes), "valid_fraction": round(valid_fraction(verdicts), 4),
+            "invalid_by_reason": reason_counts([v for v in verdicts if not v.valid])}
+
+
 def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
     """Build the dataset at `config.out_dir` and return its manifest (an up-to-date one is reused)."""
     started_at = time.monotonic()
     midi_dir, out_dir = config.midi_dir.resolve(), config.out_dir.resolve()
     if not midi_dir.is_dir():
         raise UserError(f"--midi-dir {config.midi_dir} does not exist or is not a folder")
-    tools.require("midi2abc", "prlimit")
+    tools.require("midi2abc", "abc2midi", "prlimit")
     existing = dataset_dir.check_output_dir(out_dir)
 
     source_paths = find_midi_files(midi_dir)
@@ -161,6 +181,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
         vocab.save(staging / "vocab.json")
         _write_rejected(staging / "rejected.jsonl", summaries, selection.duplicates)
         outcomes = _count_outcomes(summaries)
+        test_validity = judge_split(staging / "test", VALIDITY_SAMPLE)
         manifest = {
             "format": dataset_dir.DATASET_FORMAT,
             "format_version": dataset_dir.FORMAT_VERSION,
@@ -179,6 +200,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             "tunes": len(selection.split_by_index),
             "splits": splits,
             "vocab_size": len(vocab),
+            "test_validity": test_validity,
             "tools": tool_versions | {"python": platform.python_version(), "ray": ray_version(),
                                       "pyarrow": pyarrow_version(), "code": _code_version()},
             "seconds": {

@@ -23,6 +23,10 @@ def manifest_table(manifest: dict) -> str:
     for split, stats in splits.items():
         unknown = f", {stats['unknown_tokens']:,} <unk>" if stats["unknown_tokens"] else ""
         rows.append((f"  {split}", f"{stats['tunes']:,} tunes, {stats['tokens']:,} tokens{unknown}"))
+    validity = manifest.get("test_validity") or {}
+    if validity.get("judged"):
+        rows.append(("test tunes playable (abc2midi)",
+                     f"{validity['valid_fraction']:.1%} of {validity['judged']:,} judged"))
     rows += [
         ("vocabulary size", str(manifest["vocab_size"])),
         ("seconds (Ray start, convert, total)",

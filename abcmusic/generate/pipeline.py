@@ -280,8 +280,12 @@ def run_generate(options: GenerateOptions, log: Callable[[str], None] = print) -
     log(f"{metrics['n_valid']:.0f}/{metrics['n_samples']:.0f} samples valid ({metrics['valid_fraction']:.1%}); "
         f"real test tunes, same validator: {metrics['test_valid_fraction']:.1%} of {reference.n_tunes}; "
         f"{metrics['n_truncated']:.0f} truncated at {options.sampling.max_new_tokens} tokens")
-    log(f"samples: {out_dir}/generated_samples.txt, {out_dir}/index.html; MLflow run {info.run_id}, "
-        f"artifacts under {SAMPLES_ARTIFACT}/")
+    log(f"samples: {out_dir}/generated_samples.txt; open {out_dir}/index.html to see and hear them")
+    plot = options.project_dir / "results" / info.experiment_name / "scaling.png"
+    if plot.is_file():
+        log(f"scaling-law plot of sweep {info.experiment_name}: {plot}")
+    browse = f".venv/bin/mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite:") else uri
+    log(f"MLflow (runs, curves, models, samples under {SAMPLES_ARTIFACT}/ of run {info.run_id}): {browse}")
     return metrics
 
 

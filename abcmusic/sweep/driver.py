@@ -140,10 +140,13 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     # Train V2 reports block for up to a health-check interval (2 s by default) each: keep reports cheap.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # per-trial progress lines differ only in numbers: keep them all
+    if not (address or os.environ.get("RAY_ADDRESS")):
+        # A local Ray's node is never preempted; the watcher would cost every trial one more actor process.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
     import ray
 
-    env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "MLFLOW_TRACKING_URI",
-                                           "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
+    env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+                                           "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
     start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars)
     return dict(ray.cluster_resources())
 
