@@ -71,6 +71,13 @@ def test_samples_are_written_judged_and_rendered_when_valid(generated):
         assert prompt.startswith("X:") and "K:" in prompt and tune.startswith(prompt)
 
 
+def test_prepare_records_the_validators_rate_on_real_test_tunes(tiny_project):
+    manifest = json.loads((tiny_project / "data" / "demo" / "manifest.json").read_text())
+    validity = manifest["test_validity"]
+    assert validity["judged"] == manifest["splits"]["test"]["tunes"] > 0
+    assert validity["valid_fraction"] == 1.0 and validity["invalid_by_reason"] == {}
+
+
 def test_samples_and_metrics_are_logged_to_the_run(generated, tiny_project):
     out, result = generated
     run_id = result.stdout.split("run ", 1)[1].split(" ", 1)[0]

@@ -82,8 +82,8 @@ def test_manifest_counts_every_file(prepared, corpus):
     assert manifest["tools"]["midi2abc"].startswith("3.")
     # The validator's reference rate on real test tunes (strip_final_tie is what keeps POP909's near 100%).
     validity = manifest["test_validity"]
-    assert validity["judged"] == min(200, manifest["splits"]["test"]["tunes"]) > 0
-    assert validity["valid_fraction"] >= 0.9
+    assert validity["judged"] == min(200, manifest["splits"]["test"]["tunes"])
+    assert validity["valid_fraction"] is None if validity["judged"] == 0 else validity["valid_fraction"] >= 0.9
 
 
 def test_rejected_lists_every_failure_and_duplicate(prepared):

@@ -121,9 +121,9 @@ def judge_split(split_dir: Path, count: int) -> dict:
 
     from abcmusic.abc.validity import reason_counts, valid_fraction, validate_tunes
 
-    if not any(split_dir.glob("*.parquet")):
+    tunes = pq.read_table(split_dir, columns=["abc"])["abc"].to_pylist() if any(split_dir.glob("*.parquet")) else []
+    if not tunes:
         return {"judged": 0, "valid_fraction": None, "invalid_by_reason": {}}
-    tunes = pq.read_table(split_dir, columns=["abc"])["abc"].to_pylist()
     if len(tunes) > count:
         tunes = [tunes[i] for i in sorted(random.Random(0).sample(range(len(tunes)), count))]
     verdicts = validate_tunes(tunes)
