@@ -9,7 +9,8 @@ apt_packages=(abcmidi abcm2ps)
 missing=()
 command -v midi2abc >/dev/null && command -v abc2midi >/dev/null || missing+=(abcmidi)
 command -v abcm2ps >/dev/null || missing+=(abcm2ps)
-python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+python=${PYTHON:-python3}  # PYTHON=python3.11 ./install.sh picks another interpreter (cluster.yaml does)
+"$python" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "install.sh: apt-get install ${missing[*]}"
@@ -34,7 +35,7 @@ if ! command -v timidity >/dev/null && ! command -v fluidsynth >/dev/null; then
 fi
 
 if [[ ! -x .venv/bin/python ]]; then
-  python3 -m venv .venv
+  "$python" -m venv .venv
 fi
 # pip skips the work when the pinned versions are already there.
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" -c constraints.txt

@@ -28,7 +28,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP when > 1)")
     parser.add_argument("--cpus-per-worker", type=int, help="CPUs (torch threads) per worker")
     parser.add_argument("--gpus-per-trial", type=int, help="GPUs per trial (default: one per worker if present)")
+    parser.add_argument("--worker-resource", action="append", default=[], metavar="NAME=AMOUNT",
+                        help="a custom Ray resource every Train worker also asks for (repeatable), e.g. a10g=1")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--storage", help="where trial checkpoints and Tune state go: a folder or a URI such as "
+                                          "s3://bucket/abcmusic, shared by every node (default: $ABCMUSIC_STORAGE, "
+                                          "else results/ray)")
     return parser.parse_args(argv)
 
 
@@ -58,6 +63,17 @@ def apply_overrides(spec, args):
             if value < 0 or (value == 0 and field != "gpus_per_trial"):
                 raise UserError(f"--{field.replace('_', '-')} must be positive")
             resources = dataclasses.replace(resources, **{field: value})
+    if args.worker_resource:
+        extra = dict(resources.worker_resources)
+        for item in args.worker_resource:
+            name, _, amount = item.partition("=")
+            try:
+                extra[name.strip()] = float(amount)
+            except ValueError:
+                raise UserError(f"--worker-resource {item!r}: expected NAME=AMOUNT, e.g. a10g=1") from None
+            if not name.strip() or extra[name.strip()] <= 0:
+                raise UserError(f"--worker-resource {item!r}: expected NAME=AMOUNT with a positive amount")
+        resources = dataclasses.replace(resources, worker_resources=extra)
     if args.seeds is not None and args.seeds <= 0:
         raise UserError("--seeds must be positive")
     return dataclasses.replace(spec, train=train, resources=resources, archs=archs,
@@ -85,10 +101,12 @@ def main(argv: list[str]) -> int:
         return 0
     name = args.resume or args.name or f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     try:
-        run_sweep(SweepOptions(spec, archs, name, project_dir, args.address, resume=bool(args.resume)))
+        run_sweep(SweepOptions(spec, archs, name, project_dir, args.address, resume=bool(args.resume),
+                               storage=args.storage))
     except KeyboardInterrupt:
+        storage = f" --storage {args.storage}" if args.storage else ""
         print(f"sweep.py: interrupted; continue with: python sweep.py --experiment {args.experiment} "
-              f"--arch {args.arch} --resume {name}", file=sys.stderr)
+              f"--arch {args.arch} --resume {name}{storage}", file=sys.stderr)
         return 130
     except TrialsFailed as error:
         print(f"sweep.py: {error}", file=sys.stderr)

@@ -109,6 +109,8 @@ def test_dry_run_prints_the_grid_and_starts_nothing(workdir):
     (["--tokens", "10"], "smaller than one batch"),
     (["--data", "data/none"], "run: python prepare.py"),
     (["--gpus-per-trial", "4"], "GPU"),
+    (["--worker-resource", "a10g=1"], "worker resource(s) a10g: the Ray cluster has 0 a10g"),
+    (["--worker-resource", "a10g"], "expected NAME=AMOUNT"),
     (["--experiment", "nope"], "no experiment 'nope'"),
     (["--resume", "never-ran"], "no sweep 'never-ran' to resume"),
     (["--address", "127.0.0.1:1"], "cannot connect to the Ray cluster at 127.0.0.1:1"),
@@ -123,15 +125,19 @@ def test_bad_input_is_one_line_and_exit_2_before_any_trial(workdir, args, messag
 
 
 def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
+    """With the storage on a URI (a file:// folder standing in for a bucket): the Tune state and every trial's
+    checkpoints go there, and --resume finds them there."""
     home = workdir / ".home"
+    bucket = workdir / "bucket"
+    storage = bucket.as_uri()
     driver = subprocess.Popen(
-        [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", "tiny", "--name", "r1"],
+        [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", "tiny", "--name", "r1", "--storage", storage],
         cwd=workdir, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     # Kill everything at once as soon as Tune's saved experiment state records a finished trial, while the
     # others are still running or pending.
     threading.Thread(target=driver.stdout.read, daemon=True).start()  # keep the pipe drained
-    state_dir = workdir / "results" / "ray" / "r1"
+    state_dir = bucket / "r1"
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and not any(
             '\\"status\\": \\"TERMINATED\\"' in p.read_text(errors="replace")
@@ -147,7 +153,7 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     assert finished_before, "no trial finished before the kill"
     assert len(finished_before) < len(TINY_TRIALS), "the sweep finished before the kill: nothing to resume"
 
-    resumed = run_cli("sweep.py", "--experiment", "tiny", "--resume", "r1", cwd=workdir)
+    resumed = run_cli("sweep.py", "--experiment", "tiny", "--resume", "r1", "--storage", storage, cwd=workdir)
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     runs, client = mlflow_runs(workdir, "r1")
     trials = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
@@ -156,6 +162,9 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     for name, run_id in finished_before.items():
         # a rerun would have logged the final metrics a second time
         assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"
+    # Checkpoints went to the storage, not to a node-local folder.
+    assert {p.parent.parent.name for p in bucket.glob("r1-*/checkpoint_*/state.pt")} == {f"r1-{t}" for t in TINY_TRIALS}
+    assert not (workdir / "results" / "ray" / "r1").exists()
 
 
 def test_a_trial_with_two_workers_trains_with_ddp(workdir):

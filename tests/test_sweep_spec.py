@@ -78,6 +78,8 @@ def test_gpu_requests_are_checked_against_the_cluster():
     assert trial_resources(spec, {"CPU": 16, "GPU": 4})["gpus_per_worker"] == 1
     assert trial_resources(load_spec("demo"), {"CPU": 2})["gpus_per_worker"] == 0
     assert trial_resources(load_spec("demo"), {"CPU": 2, "GPU": 1})["gpus_per_worker"] == 1
+    # A joined cluster with an autoscaler starts with no GPU node: the trials' requests are what scale it up.
+    assert trial_resources(spec, {"CPU": 8}, can_scale_up=True)["gpus_per_worker"] == 1
 
 
 def test_fit_points_use_each_sizes_best_learning_rate_with_all_its_seeds():

@@ -220,3 +220,11 @@ def test_real_midi_converted_by_the_pipeline_is_mostly_valid(shared_data: Path, 
     verdicts = validate_tunes(tunes)
     assert valid_fraction(verdicts) >= 0.8, reason_counts(verdicts)
     assert all(verdict.n_notes > 0 for verdict in verdicts if verdict.valid)
+
+
+def test_abc2midi_giving_up_on_a_reported_error_is_an_error_not_a_crash():
+    # abc2midi exits 1 here after "note length denominator is zero or less" (a real model sample's bar).
+    verdict = validate_tune("X:1\nM:4/4\nL:1/8\nK:C\nz2 A/23/2B/2 B2|\n")
+    assert not verdict.valid
+    assert any("denominator is zero" in r for r in verdict.reasons), verdict.reasons
+    assert all(reason_code(r) != "abc2midi_crash" for r in verdict.reasons)

@@ -5,8 +5,8 @@ A tune is valid when, in this order:
 2. it has an `X:` and a `K:` field line (`missing_header:X`, `missing_header:K`; leading blanks are allowed,
    as abc2midi allows them) and exactly one `X:` line (`multiple_tunes`, see below); abc2midi is not run
    when one of these fails;
-3. abc2midi finishes within the timeout (`timeout`: the process is killed), exits 0 and is not killed
-   (`abc2midi_crash`), and stays under the output cap (`output_too_large`: the MIDI and its own messages
+3. abc2midi finishes within the timeout (`timeout`: the process is killed), is not killed by a signal and
+   exits 0 or with an error it reported (`abc2midi_crash` otherwise), and stays under the output cap (`output_too_large`: the MIDI and its own messages
    are limited with `prlimit --fsize`, as `abcmusic/data/convert.py` limits midi2abc; abc2midi 4.84 also
    gives up by itself, exit 1 "file runaway", at about 500 KB of MIDI, some 55,000 notes);
 4. abc2midi prints no `Error ...` line (`abc2midi_error: <message>`, one reason per distinct line);
@@ -206,6 +206,8 @@ def _run_abc2midi(work_dir: Path, timeout_s: float, max_output_bytes: int) -> tu
     if returncode != 0 and "file runaway" in log_text:
         # abc2midi's own cap: it stops writing a MIDI track at about 500 KB and exits 1.
         return f"{OUTPUT_TOO_LARGE}: abc2midi stopped at its own MIDI size limit (file runaway)", log_text
+    if returncode > 0 and parse_messages(log_text)[0]:
+        return None, log_text  # abc2midi gave up on an error it reported (e.g. a zero length denominator)
     if returncode != 0:
         how = f"killed by {signal.Signals(-returncode).name}" if returncode < 0 else f"exit {returncode}"
         lines = [line.strip() for line in log_text.splitlines() if line.strip()]

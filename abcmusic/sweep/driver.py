@@ -16,6 +16,9 @@ from abcmusic.data.token_stream import open_dataset
 from abcmusic.errors import UserError
 from abcmusic.ray_session import start_ray
 from abcmusic.models.registry import ARCHITECTURES, get_architecture
+from abcmusic.storage import STORAGE_ENV, is_uri
+from abcmusic.storage import exists as storage_exists
+from abcmusic.storage import join as storage_join
 from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
 from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
@@ -36,6 +39,7 @@ class SweepOptions:
     project_dir: Path
     address: str | None = None
     resume: bool = False
+    storage: str | None = None  # Ray Train/Tune storage: a folder or URI (default $ABCMUSIC_STORAGE, else results/ray)
 
 
 @dataclass(frozen=True)
@@ -106,20 +110,26 @@ def check_splits_fit_context(manifest: dict, context: int, data_dir: Path) -> No
                             f"window of context {context}; prepare more data or lower the context")
 
 
-def trial_resources(spec: SweepSpec, cluster: dict[str, float]) -> dict[str, Any]:
-    """Workers, CPUs and GPUs per trial for this cluster; asking for GPUs it does not have is a UserError."""
+def trial_resources(spec: SweepSpec, cluster: dict[str, float], can_scale_up: bool = False) -> dict[str, Any]:
+    """Workers, CPUs and GPUs per trial for this cluster; asking for GPUs it does not have is a UserError,
+    unless the cluster can scale up (a joined cluster: its autoscaler adds GPU nodes when trials ask for them)."""
     r = spec.resources
     gpus_available = cluster.get("GPU", 0)
     if r.gpus_per_trial is None:
         gpus_per_worker = 1 if gpus_available >= r.workers_per_trial else 0
     else:
-        if r.gpus_per_trial > gpus_available:
+        if r.gpus_per_trial > gpus_available and not can_scale_up:
             raise UserError(f"--gpus-per-trial {r.gpus_per_trial}: the Ray cluster has {gpus_available:g} GPU(s)")
         gpus_per_worker = r.gpus_per_trial / r.workers_per_trial
-    if r.workers_per_trial * r.cpus_per_worker > cluster.get("CPU", 0):
+    if not can_scale_up and r.workers_per_trial * r.cpus_per_worker > cluster.get("CPU", 0):
         raise UserError(f"a trial needs {r.workers_per_trial * r.cpus_per_worker} CPUs; the Ray cluster has "
                         f"{cluster.get('CPU', 0):g}")
-    return {"workers": r.workers_per_trial, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": gpus_per_worker}
+    missing = sorted(name for name, amount in r.worker_resources.items() if amount > cluster.get(name, 0))
+    if missing and not can_scale_up:
+        raise UserError(f"worker resource(s) {', '.join(missing)}: the Ray cluster has "
+                        f"{', '.join(f'{cluster.get(m, 0):g} {m}' for m in missing)}")
+    return {"workers": r.workers_per_trial, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": gpus_per_worker,
+            "custom_per_worker": dict(r.worker_resources)}
 
 
 def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, dataset_hash: str,
@@ -157,26 +167,32 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     manifest, vocab = open_dataset(data_dir)
     check_splits_fit_context(manifest, spec.train.context, data_dir)
     planned = plan(spec, options.archs, len(vocab))
-    storage = (options.project_dir / "results" / "ray").resolve()
-    experiment_path = storage / options.name
+    storage = (options.storage or os.environ.get(STORAGE_ENV)
+               or str((options.project_dir / "results" / "ray").resolve()))
+    if not is_uri(storage):
+        storage = str(Path(storage).resolve())
+    experiment_path = storage_join(storage, options.name)
 
     from ray import tune
 
-    if options.resume and not tune.Tuner.can_restore(str(experiment_path)):
+    if options.resume and not tune.Tuner.can_restore(experiment_path):
         raise UserError(f"no sweep {options.name!r} to resume under {storage}")
-    if not options.resume and experiment_path.exists():
+    if not options.resume and storage_exists(experiment_path):
         raise UserError(f"sweep {options.name!r} already exists; continue it with --resume {options.name} "
                         f"or choose another --name")
     local_cpus = os.cpu_count() or 1
     per_trial_cpus = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     cluster = _start_ray(options.address, max(1, local_cpus // per_trial_cpus))
-    resources = trial_resources(spec, cluster)
+    joined = bool(options.address or os.environ.get("RAY_ADDRESS"))
+    resources = trial_resources(spec, cluster, can_scale_up=joined)
+    if joined and resources["gpus_per_worker"] * resources["workers"] > cluster.get("GPU", 0):
+        log(f"the cluster has {cluster.get('GPU', 0):g} GPU(s) now; trials wait for its autoscaler to add GPU nodes")
     log(describe_plan(planned, resources))
 
     uri = mlflow_store.tracking_uri(options.project_dir)
     experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
     common = {
-        "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": str(storage),
+        "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": storage,
         "data": str(data_dir), "dropout": spec.train.dropout, "resources": resources,
         "threads": spec.resources.cpus_per_worker,
     }
@@ -186,7 +202,7 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_trial_entry, trial_resources_request)
     if options.resume:
-        tuner = tune.Tuner.restore(str(experiment_path), trainable=trainable, resume_unfinished=True,
+        tuner = tune.Tuner.restore(experiment_path, trainable=trainable, resume_unfinished=True,
                                    resume_errored=True)
     else:
         tuner = tune.Tuner(
@@ -195,7 +211,7 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
             # Reusing the trial actor saves each later trial a process start (~5 s of imports on a small machine).
             tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                                         reuse_actors=True),
-            run_config=tune.RunConfig(name=options.name, storage_path=str(storage), verbose=1),
+            run_config=tune.RunConfig(name=options.name, storage_path=storage, verbose=1),
         )
     results = tuner.fit()
     if any(r.error is None and "final_val_loss" not in (r.metrics or {}) for r in results):

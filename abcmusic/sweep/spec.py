@@ -49,6 +49,8 @@ class ResourceSpec:
     workers_per_trial: int = 1
     cpus_per_worker: int = 1
     gpus_per_trial: int | None = None  # None: one per worker when the cluster has GPUs, else none
+    # Custom Ray resources each worker also asks for, e.g. {"a10g": 1} to land on one node type.
+    worker_resources: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker: load the data, build the model, train, save the final model to MLflow."""
+    import ray
     import ray.train
     import ray.train.torch
 
@@ -61,6 +62,8 @@ def train_worker(config: dict[str, Any]) -> None:
             resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
     uri, run_id = config["tracking_uri"], config["run_id"]
+    if rank == 0:
+        mlflow_store.add_node(uri, run_id, ray.get_runtime_context().get_node_id())
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         if rank == 0:
@@ -121,7 +124,8 @@ def run_trial(config: dict[str, Any]) -> None:
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus_per_worker"] > 0,
             resources_per_worker={"CPU": resources["cpus_per_worker"], **(
-                {"GPU": resources["gpus_per_worker"]} if resources["gpus_per_worker"] > 0 else {})},
+                {"GPU": resources["gpus_per_worker"]} if resources["gpus_per_worker"] > 0 else {}),
+                **resources.get("custom_per_worker", {})},
         ),
         run_config=ray.train.RunConfig(
             # A deterministic name: a restored sweep finds this trial's checkpoints under it.

@@ -72,6 +72,15 @@ def log_artifacts(uri: str, run_id: str, local_dir: Path, artifact_path: str | N
     client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
 
+NODES_TAG = "abcmusic.nodes"  # the Ray node ids a trial's rank 0 ran on, in order (more than one after a failover)
+
+
+def add_node(uri: str, run_id: str, node_id: str) -> None:
+    mlflow_client = client(uri)
+    previous = mlflow_client.get_run(run_id).data.tags.get(NODES_TAG)
+    mlflow_client.set_tag(run_id, NODES_TAG, f"{previous},{node_id}" if previous else node_id)
+
+
 def finish_run(uri: str, run_id: str, status: str = "FINISHED") -> None:
     client(uri).set_terminated(run_id, status)
 
