@@ -11,7 +11,6 @@ def plot_validity(results: dict[str, dict], test_valid_fraction: float, out_path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import ScalarFormatter
 
     by_arch: dict[str, list[tuple[float, float]]] = {}
     for result in results.values():
@@ -23,7 +22,6 @@ def plot_validity(results: dict[str, dict], test_valid_fraction: float, out_path
     axes.axhline(test_valid_fraction, color="grey", linestyle="--",
                  label=f"real test tunes ({test_valid_fraction:.0%})")
     axes.set_xscale("log")
-    axes.xaxis.set_major_formatter(ScalarFormatter())
     axes.set_ylim(-0.02, 1.02)
     axes.set_xlabel("non-embedding parameters N")
     axes.set_ylabel("valid (abc2midi-playable) fraction")
