@@ -18,8 +18,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--midi-dir", type=Path, help="folder of .mid/.midi files, searched recursively "
                         "(default: the demo corpus, built from music21's ABC tunes into data/demo-midi)")
-    parser.add_argument("--out", type=Path, help="dataset folder to write (default: data/demo with the demo corpus; "
-                        "required with --midi-dir)")
+    parser.add_argument("--out", help="dataset folder, or an object-storage URI such as s3://bucket/data/lmd, to "
+                        "write (default: data/demo with the demo corpus; required with --midi-dir)")
     parser.add_argument("--demo-tunes", type=int, help="build the demo corpus from this many tunes, spread over all "
                         "of music21's collections (default: all, about 13,000)")
     parser.add_argument("--splits", default="0.90,0.05,0.05", help="train,val,test fractions (default: %(default)s)")
@@ -28,13 +28,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-abc-bytes", type=int, default=ConvertLimits.max_abc_bytes,
                         help="largest ABC output kept per file; larger is a failure (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
+    parser.add_argument("--spread-over-nodes", action="store_true",
+                        help="convert on every node of the Ray cluster; --midi-dir and --out must then be on storage "
+                        "every node mounts at the same path (default: on this node's CPUs only)")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from abcmusic.data.prepare import PrepareConfig, prepare
+    from abcmusic.data.prepare import PrepareConfig, prepare_to
     from abcmusic.data.report import manifest_table
 
     if args.midi_dir is None:
@@ -44,10 +47,13 @@ def main(argv: list[str]) -> int:
             raise UserError("--demo-tunes must be positive")
         suffix = "" if args.demo_tunes is None else f"-{args.demo_tunes}"
         midi_dir = build_demo_corpus(DEFAULT_DATA_ROOT / f"demo-midi{suffix}", args.demo_tunes)
-        out_dir = args.out or DEFAULT_DATA_ROOT / "demo"
+        out_dir = args.out or str(DEFAULT_DATA_ROOT / "demo")
     else:
         if args.out is None:
             raise UserError("--out is required with --midi-dir")
+        if "://" in str(args.midi_dir) or str(args.midi_dir).startswith(("s3:", "gs:")):
+            raise UserError(f"--midi-dir {args.midi_dir}: MIDI files are read from a local or mounted folder; "
+                            f"copy them there first (e.g. aws s3 sync)")
         midi_dir, out_dir = args.midi_dir, args.out
     if args.timeout <= 0 or args.max_abc_bytes <= 0:
         raise UserError("--timeout and --max-abc-bytes must be positive")
@@ -57,13 +63,14 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--splits: {error}") from None
     config = PrepareConfig(
         midi_dir=midi_dir,
-        out_dir=out_dir,
+        out_dir=Path(out_dir),
         fractions=fractions,
         limits=ConvertLimits(timeout_s=args.timeout, max_abc_bytes=args.max_abc_bytes),
         force=args.force,
         ray_address=args.address,
+        spread_over_nodes=args.spread_over_nodes,
     )
-    manifest = prepare(config)
+    manifest = prepare_to(config, str(out_dir))
     print(manifest_table(manifest))
     print(f"dataset: {out_dir}  (manifest.json, vocab.json, train/ val/ test/, rejected.jsonl)")
     return 0

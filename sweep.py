@@ -22,7 +22,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--dry-run", action="store_true", help="print the grid (parameters, tokens, FLOPs) and exit")
     parser.add_argument("--sizes", help="only these size names, comma-separated")
     parser.add_argument("--tokens", type=int, help="token budget per trial")
-    parser.add_argument("--data", help="prepared dataset folder")
+    parser.add_argument("--data", help="prepared dataset: a folder, or a URI such as s3://bucket/data/lmd")
     parser.add_argument("--seeds", type=int, help="seeds per size")
     parser.add_argument("--lr", help="learning rates to try per size, comma-separated (e.g. 3e-4,1e-3)")
     parser.add_argument("--workers-per-trial", type=int, help="Ray Train workers per trial (DDP when > 1)")
@@ -92,9 +92,10 @@ def main(argv: list[str]) -> int:
         return 0
     archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
     if args.dry_run:
+        from abcmusic.data.remote import local_dataset
         from abcmusic.data.token_stream import open_dataset
 
-        _, vocab = open_dataset(project_dir / spec.data)
+        _, vocab = open_dataset(local_dataset(spec.data if "://" in spec.data else project_dir / spec.data))
         resources = {"workers": spec.resources.workers_per_trial, "cpus_per_worker": spec.resources.cpus_per_worker,
                      "gpus_per_worker": (spec.resources.gpus_per_trial or 0) / spec.resources.workers_per_trial}
         print(describe_plan(plan(spec, archs, len(vocab)), resources))

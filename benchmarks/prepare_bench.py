@@ -145,7 +145,7 @@ def measure(mode: str, pop909: Path, size: int) -> dict:
                                                      files_per_task(len(paths), os.cpu_count() or 1))
         else:
             ray_start = time.monotonic()
-            result["cpus"], _ = _start_ray(None)
+            result["cpus"], _ = _start_ray(None, whole_cluster=True)
             result["ray_start_s"] = time.monotonic() - ray_start
             result["idle_pss"], _ = tree_memory_bytes(os.getpid())
             (total, steady), memory = run_ray(pop909, paths, Path(scratch), limits, result["cpus"])

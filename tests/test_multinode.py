@@ -183,7 +183,8 @@ def assert_model_loads(client, run, target: Path) -> None:
 
 
 def test_prepare_on_the_cluster_spreads_over_nodes_and_gives_the_local_dataset(sim_cluster, tiny_project):
-    result = run_cli("prepare.py", "--demo-tunes", "60", "--out", "data/demo-cluster", "--address",
+    result = run_cli("prepare.py", "--demo-tunes", "60", "--out", "data/demo-cluster", "--spread-over-nodes",
+                     "--address",
                      sim_cluster.address, cwd=tiny_project)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "on 3 CPUs" in result.stdout  # it saw the whole cluster: 1 CPU per node
@@ -219,6 +220,30 @@ def test_prepare_on_the_cluster_spreads_over_nodes_and_gives_the_local_dataset(s
     assert nodes <= {sim_cluster.head_id, *sim_cluster.workers}
     assert len(nodes) >= 2 and nodes & set(sim_cluster.workers), (
         f"conversion tasks ran on {len(nodes)} node(s): {sorted(nodes)}")
+
+
+def test_prepare_on_the_cluster_converts_on_its_own_node_unless_told_to_spread(sim_cluster, tiny_project):
+    """Without --spread-over-nodes the tasks stay on the driver's node: they read MIDI files and write Parquet
+    parts by path, which on a real cluster only that node can reach unless the storage is shared."""
+    from ray.util.state import list_tasks
+
+    def conversion_tasks() -> dict[str, str]:
+        return {t.task_id: t.node_id for t in list_tasks(address=sim_cluster.dashboard, limit=10_000,
+                                                          raise_on_missing_output=False)
+                if "convert_chunk" in t.name}
+
+    before = conversion_tasks()
+    result = run_cli("prepare.py", "--demo-tunes", "60", "--out", "data/demo-pinned", "--force", "--address",
+                     sim_cluster.address, cwd=tiny_project)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "on 1 CPUs" in result.stdout  # the head's CPU only
+    deadline = time.monotonic() + 30
+    while not (new := {k: v for k, v in conversion_tasks().items() if k not in before}) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert new and set(new.values()) == {sim_cluster.head_id}
+    for split in ("train", "val", "test"):
+        assert pq.read_table(tiny_project / "data" / "demo-pinned" / split).equals(
+            pq.read_table(tiny_project / "data" / "demo" / split))
 
 
 def storage_checks(workdir: Path, bucket: Path, sweep: str, trials: set[str]) -> None:

@@ -90,9 +90,15 @@ def convert_all(
     parts_dir: Path,
     limits: ConvertLimits,
     n_cpus: int,
+    spread_over_nodes: bool = False,
 ) -> Iterator[FileSummary]:
-    """Run the conversion on the current Ray cluster; yields each file's summary as tasks finish."""
+    """Run the conversion on the current Ray cluster; yields each file's summary as tasks finish.
+
+    Tasks read the MIDI files and write their parts by path, so they run on this (the driver's) node unless
+    `spread_over_nodes` says both folders are on storage every node mounts at the same path."""
+    import ray
     import ray.data
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     chunk_size = files_per_task(len(source_paths), n_cpus)
     chunks = [
@@ -110,6 +116,8 @@ def convert_all(
         convert_chunk,
         fn_kwargs={"root": str(root), "parts_dir": str(parts_dir), "limits": limits},
         num_cpus=TASK_CPUS,
+        **({} if spread_over_nodes else {"scheduling_strategy": NodeAffinitySchedulingStrategy(
+            ray.get_runtime_context().get_node_id(), soft=False)}),
     )
     for summary_row in dataset.iter_rows():
         summary = FileSummary(**{k: summary_row[k] for k in FileSummary.__dataclass_fields__})

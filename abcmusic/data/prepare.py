@@ -12,7 +12,7 @@ import platform
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,7 @@ class PrepareConfig:
     limits: ConvertLimits = field(default_factory=ConvertLimits)
     force: bool = False  # rebuild even when the dataset at out_dir is up to date
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
+    spread_over_nodes: bool = False  # convert on every node: midi_dir and out_dir are on storage all nodes mount
 
 
 def _code_version() -> str:
@@ -64,8 +65,9 @@ def _fingerprint(config: PrepareConfig, midi_dir: Path, source_paths: list[str],
     return digest.hexdigest()
 
 
-def _start_ray(address: str | None) -> tuple[int, bool]:
-    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; returns (CPUs, whether we started it)."""
+def _start_ray(address: str | None, whole_cluster: bool) -> tuple[int, bool]:
+    """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; returns (the CPUs conversion may use:
+    the whole cluster's or this node's, whether we started Ray)."""
     import ray
     import ray.data
 
@@ -74,7 +76,11 @@ def _start_ray(address: str | None) -> tuple[int, bool]:
     ray.data.DataContext.get_current().enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
-    return int(ray.cluster_resources().get("CPU", 1)), started
+    if whole_cluster:
+        return int(ray.cluster_resources().get("CPU", 1)), started
+    this_node = ray.get_runtime_context().get_node_id()
+    node = next(n for n in ray.nodes() if n["NodeID"] == this_node)
+    return int(node["Resources"].get("CPU", 1)), started
 
 
 def ray_version() -> str:
@@ -156,7 +162,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
     ray_started = False
     try:
         ray_start = time.monotonic()
-        n_cpus, ray_started = _start_ray(config.ray_address)
+        n_cpus, ray_started = _start_ray(config.ray_address, config.spread_over_nodes)
         ray_seconds = time.monotonic() - ray_start
         log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
         parts_dir = staging / "converted"
@@ -164,7 +170,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
         convert_start = time.monotonic()
         progress = Progress(len(source_paths), "midi2abc")
         summaries = []
-        for summary in convert_all(midi_dir, source_paths, parts_dir, config.limits, n_cpus):
+        for summary in convert_all(midi_dir, source_paths, parts_dir, config.limits, n_cpus,
+                                   config.spread_over_nodes):
             summaries.append(summary)
             progress.update(failed=summary.status == "failed")
         progress.close()
@@ -221,3 +228,25 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             import ray
 
             ray.shutdown()
+
+
+def prepare_to(config: PrepareConfig, out_location: str, log: Callable[[str], None] = print) -> dict:
+    """prepare() into a local folder, or, for an object-storage URI, into this machine's cache and then up to the
+    URI (skipped when the dataset there already has the same fingerprint)."""
+    from abcmusic.data import remote
+    from abcmusic.storage import is_uri
+
+    if not is_uri(out_location):
+        return prepare(replace(config, out_dir=Path(out_location)), log)
+    if config.spread_over_nodes:
+        raise UserError("--spread-over-nodes needs --out on storage every node mounts; with an --out URI the "
+                        "dataset is built on this node, then uploaded")
+    local_dir = remote.cache_root() / "prepare" / hashlib.sha256(out_location.encode()).hexdigest()[:16]
+    manifest = prepare(replace(config, out_dir=local_dir), log)
+    existing = remote.read_remote_manifest(out_location)
+    if existing is not None and existing.get("fingerprint") == manifest["fingerprint"] and not config.force:
+        log(f"{out_location} already holds this dataset")
+        return manifest
+    log(f"uploading the dataset to {out_location}")
+    remote.upload_dataset(local_dir, out_location)
+    return manifest

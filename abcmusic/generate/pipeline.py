@@ -20,6 +20,7 @@ from abcmusic.abc.music_metrics import summarise, tune_metrics
 from abcmusic.abc.validity import Verdict, reason_counts, valid_fraction, validate_tune, validate_tunes
 from abcmusic.data.copy_index import CopyIndex, copy_summary
 from abcmusic.data.dataset_dir import read_manifest
+from abcmusic.data.remote import local_dataset
 from abcmusic.errors import UserError
 from abcmusic.generate import html_report
 from abcmusic.generate.prompts import encode_prompt, header_and_first_bar, read_prompts_file, split_tunes
@@ -191,7 +192,7 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
                      device: str, log: Callable[[str], None]) -> dict[str, float]:
     """Sample, judge, measure and write one run's samples into out_dir (a fresh folder); the metrics."""
     n_unconditional, n_conditional = split_counts(options.num)
-    prompts = conditional_prompts(options, loaded, Path(loaded.run.dataset), n_conditional)
+    prompts = conditional_prompts(options, loaded, local_dataset(loaded.run.dataset), n_conditional)
     started = time.perf_counter()
     drawn = draw_samples(loaded, prompts, n_unconditional, options.sampling, device)
     sampling_seconds = time.perf_counter() - started
@@ -266,8 +267,7 @@ def run_generate(options: GenerateOptions, log: Callable[[str], None] = print) -
         f"non-embedding parameters, final val loss {info.final_val_loss:.4f}, sweep {info.experiment_name}")
     device = sampling_device(info.params_non_embedding)
     loaded = load_model(uri, info, device)
-    dataset = Path(info.dataset)
-    reference = measure_reference(dataset, options, log)
+    reference = measure_reference(local_dataset(info.dataset), options, log)
     out_dir = options.out or options.project_dir / "results" / info.experiment_name / "samples" / info.run_name
     staging = staging_for(out_dir)
     try:
@@ -305,7 +305,7 @@ def run_sweep_generate(options: GenerateOptions, log: Callable[[str], None] = pr
     sweep_dir = options.project_dir / "results" / options.sweep
     for info in sorted(runs, key=lambda r: (r.arch, r.params_non_embedding, r.run_name)):
         if info.dataset not in references:
-            references[info.dataset] = measure_reference(Path(info.dataset), options, log)
+            references[info.dataset] = measure_reference(local_dataset(info.dataset), options, log)
         loaded = load_model(uri, info, device)
         out_dir = sweep_dir / "samples" / info.run_name
         staging = staging_for(out_dir)

@@ -16,6 +16,7 @@ from abcmusic.data.token_stream import open_dataset
 from abcmusic.errors import UserError
 from abcmusic.ray_session import start_ray
 from abcmusic.models.registry import ARCHITECTURES, get_architecture
+from abcmusic.data.remote import local_dataset
 from abcmusic.storage import STORAGE_ENV, is_uri
 from abcmusic.storage import exists as storage_exists
 from abcmusic.storage import join as storage_join
@@ -132,7 +133,7 @@ def trial_resources(spec: SweepSpec, cluster: dict[str, float], can_scale_up: bo
             "custom_per_worker": dict(r.worker_resources)}
 
 
-def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, dataset_hash: str,
+def trial_params(planned: PlannedTrial, spec: SweepSpec, data_location: str, dataset_hash: str,
                  resources: dict[str, Any]) -> dict:
     trial = planned.trial
     return {
@@ -140,7 +141,7 @@ def trial_params(planned: PlannedTrial, spec: SweepSpec, data_dir: Path, dataset
         "params_total": planned.params_total, "params_non_embedding": planned.params_non_embedding,
         "tokens": spec.train.tokens, "context": spec.train.context, "batch_size": spec.train.batch_size,
         "lr": trial.lr, "seed": trial.seed, "precision": trial.precision, "dropout": spec.train.dropout,
-        "dataset": str(data_dir), "dataset_hash": dataset_hash, "spec_hash": spec_hash(spec),
+        "dataset": data_location, "dataset_hash": dataset_hash, "spec_hash": spec_hash(spec),
         "workers": resources["workers"], "cpus_per_worker": resources["cpus_per_worker"],
         "gpus_per_worker": resources["gpus_per_worker"],
     }
@@ -163,7 +164,9 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
 
 def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
     spec = options.spec
-    data_dir = (options.project_dir / spec.data).resolve() if not Path(spec.data).is_absolute() else Path(spec.data)
+    # A dataset URI (s3://...) is what trials are given; each machine reads it through its local copy.
+    data_location = spec.data if is_uri(spec.data) else str((options.project_dir / spec.data).resolve())
+    data_dir = local_dataset(data_location)
     manifest, vocab = open_dataset(data_dir)
     check_splits_fit_context(manifest, spec.train.context, data_dir)
     planned = plan(spec, options.archs, len(vocab))
@@ -193,11 +196,11 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
     common = {
         "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": storage,
-        "data": str(data_dir), "dropout": spec.train.dropout, "resources": resources,
+        "data": data_location, "dropout": spec.train.dropout, "resources": resources,
         "threads": spec.resources.cpus_per_worker,
     }
     trial_configs = [{"trial": dataclasses.asdict(p.trial), "train": dataclasses.asdict(train_config(spec, p.trial)),
-                      "params": trial_params(p, spec, data_dir, manifest["fingerprint"][:16], resources)}
+                      "params": trial_params(p, spec, data_location, manifest["fingerprint"][:16], resources)}
                      for p in execution_order(planned)]
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_trial_entry, trial_resources_request)

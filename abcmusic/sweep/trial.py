@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from abcmusic.data.remote import local_dataset
 from abcmusic.data.token_stream import load_token_stream, open_dataset
 from abcmusic.models.registry import build_model, get_architecture, make_config
 from abcmusic.sweep.spec import Trial
@@ -47,7 +48,7 @@ def train_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     trial = Trial(**config["trial"])
     train_config = TrainConfig(**config["train"])
-    data_dir = Path(config["data"])
+    data_dir = local_dataset(config["data"])  # a URI is copied to this node once, then read locally
 
     _, vocab = open_dataset(data_dir)
     streams = {split: load_token_stream(data_dir, split, vocab.separator_id) for split in ("train", "val", "test")}
