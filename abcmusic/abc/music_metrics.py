@@ -190,22 +190,15 @@ class _Scanner:
             return
         if letter not in "MLK":
             return
-        if self.in_header:
-            if letter == "M":
-                self.meter, self.meter_value = parse_meter(value), value
-            elif letter == "L":
-                self.unit = parse_unit_length(value) or self.unit
-            else:
-                self.key = key_signature(value)
-                self.end_header()
-            return
-        voice = self.current_voice()
+        # In the header the fields set the defaults every voice starts from; in the body, the current voice's.
+        target = self if self.in_header else self.current_voice()
         if letter == "M":
-            voice.meter, voice.meter_value = parse_meter(value), value
+            target.meter, target.meter_value = parse_meter(value), value
         elif letter == "L":
-            voice.unit = parse_unit_length(value) or voice.unit
+            target.unit = parse_unit_length(value) or target.unit
         else:
-            voice.key = key_signature(value)
+            target.key = key_signature(value)
+            self.end_header()  # K: ends the header; in the body it changes nothing more
 
     # --- timed elements and bars --------------------------------------------------------------------------------
 
