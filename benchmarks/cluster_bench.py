@@ -38,13 +38,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
+
+from process_memory import PeakMemory, process_tree  # noqa: E402  (beside this file)
 
 SWEEP_NAME = "bench"
 CPUS_PER_TRIAL = 1  # demo.yaml: one worker x one CPU per trial
@@ -71,59 +72,8 @@ class Measured:
 # --- processes: what this benchmark started, and their memory ---------------------------------------------------
 
 
-def _children_map() -> dict[int, list[int]]:
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    return children
-
-
 def descendants(pid: int) -> list[int]:
-    children, found, todo = _children_map(), [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def pss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1])
-                    break
-        except (OSError, ValueError):
-            continue
-    return total / 1024
-
-
-class PeakMemory:
-    """Peak PSS of every process this benchmark started (sweep.py, its Ray, the simulated cluster), every 2 s:
-    PSS counts a page shared by N processes as 1/N to each, so the sum is the real footprint."""
-
-    def __init__(self) -> None:
-        self.peak = 0.0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-
-    def _sample(self) -> None:
-        while not self._stop.wait(2.0):
-            self.peak = max(self.peak, pss_mib(descendants(os.getpid())))
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
+    return process_tree(pid)[1:]
 
 
 def mentions(pid: int, text: str) -> bool:
@@ -206,10 +156,11 @@ def measure(label: str, project: Path, command_seconds: float, peak: float, expe
 def one_node(scratch: Path, data: Path, tokens: int, expected: int, slots: int) -> Measured:
     project = scratch / "one"
     env = cli_env(scratch / "home", scratch / "r1")
-    with PeakMemory() as memory:
+    with PeakMemory(interval_s=2.0, include_self=False) as memory:
         seconds = run_cli("sweep.py", ["--experiment", "demo", "--data", str(data), "--tokens", str(tokens),
                                        "--name", SWEEP_NAME], project, env, scratch / "one.log")
-    return measure(f"one node: local Ray, {os.cpu_count()} CPUs", project, seconds, memory.peak, expected, slots)
+    return measure(f"one node: local Ray, {os.cpu_count()} CPUs", project, seconds, memory.peak_pss / 2**20,
+                   expected, slots)
 
 
 def three_nodes(scratch: Path, data: Path, tokens: int, expected: int, slots: int,
@@ -238,12 +189,12 @@ def three_nodes(scratch: Path, data: Path, tokens: int, expected: int, slots: in
         cluster.wait_for_nodes()
         cluster_start = time.perf_counter() - started
         assert not ray.is_initialized()  # only sweep.py joins the cluster
-        with PeakMemory() as memory:
+        with PeakMemory(interval_s=2.0, include_self=False) as memory:
             seconds = run_cli("sweep.py", ["--experiment", "demo", "--data", str(data), "--tokens", str(tokens),
                                            "--name", SWEEP_NAME, "--address", cluster.address],
                               project, env, scratch / f"{tag}.log")
         label = f"three nodes: head 0 CPU + 2 x {CPUS_PER_TRIAL} CPU" + ("" if watcher else ", no watcher")
-        return measure(label, project, seconds, memory.peak, expected, slots), cluster_start
+        return measure(label, project, seconds, memory.peak_pss / 2**20, expected, slots), cluster_start
     finally:
         if cluster is not None:
             for node in list(cluster.worker_nodes):

@@ -18,7 +18,6 @@ import subprocess
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,74 +28,9 @@ from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_t
 from abcmusic.data.convert import ConvertLimits  # noqa: E402
 from abcmusic.data.discover import find_midi_files  # noqa: E402
 from abcmusic.data.prepare import _start_ray  # noqa: E402
+from process_memory import PeakMemory  # noqa: E402  (beside this file)
 
 import ray  # noqa: E402
-
-def process_tree(root_pid: int) -> list[int]:
-    """root_pid and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat_file:
-                    stat = stat_file.read()
-            except OSError:
-                continue
-            children.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry))
-    tree, stack = [], [root_pid]
-    while stack:
-        pid = stack.pop()
-        tree.append(pid)
-        stack.extend(children.get(pid, []))
-    return tree
-
-
-def tree_memory_bytes(root_pid: int) -> tuple[int, int]:
-    """(PSS, RSS) summed over the process tree. PSS splits shared pages (libraries, Ray's object store) between
-    the processes that map them, so it adds up to what the tree really holds; RSS counts them once per process."""
-    pss = rss = 0
-    for pid in process_tree(root_pid):
-        try:
-            with open(f"/proc/{pid}/smaps_rollup") as rollup:
-                for line in rollup:
-                    if line.startswith("Rss:"):
-                        rss += int(line.split()[1]) * 1024
-                    elif line.startswith("Pss:"):
-                        pss += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return pss, rss
-
-
-class PeakMemory:
-    """Samples the memory of this process tree once a second in a background thread.
-
-    Reading smaps_rollup costs ~28 ms of CPU for a Ray process tree: sampling at 10 Hz took a quarter of a core
-    from the Ray side only and biased the ratio against it."""
-
-    interval_s = 1.0
-
-    def __enter__(self) -> "PeakMemory":
-        self.peak_pss = self.peak_rss = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self._record()
-            self._stop.wait(self.interval_s)
-
-    def _record(self) -> None:
-        pss, rss = tree_memory_bytes(os.getpid())
-        self.peak_pss, self.peak_rss = max(self.peak_pss, pss), max(self.peak_rss, rss)
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._record()
-
 
 def rates(finish_times: list[float], started: float) -> tuple[float, float]:
     """(files/s over the whole stage, files/s from 10% done to the end)."""
