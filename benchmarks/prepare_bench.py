@@ -28,7 +28,7 @@ from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_t
 from abcmusic.data.convert import ConvertLimits  # noqa: E402
 from abcmusic.data.discover import find_midi_files  # noqa: E402
 from abcmusic.data.prepare import _start_ray  # noqa: E402
-from process_memory import PeakMemory  # noqa: E402  (beside this file)
+from process_memory import PeakMemory, memory_bytes, process_tree  # noqa: E402  (beside this file)
 
 import ray  # noqa: E402
 
@@ -81,7 +81,7 @@ def measure(mode: str, pop909: Path, size: int) -> dict:
             ray_start = time.monotonic()
             result["cpus"], _ = _start_ray(None, whole_cluster=True)
             result["ray_start_s"] = time.monotonic() - ray_start
-            result["idle_pss"], _ = tree_memory_bytes(os.getpid())
+            result["idle_pss"], _ = memory_bytes(process_tree(os.getpid()))
             (total, steady), memory = run_ray(pop909, paths, Path(scratch), limits, result["cpus"])
             ray.shutdown()
         result["parts"] = len(list(Path(scratch).iterdir()))
