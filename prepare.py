@@ -16,7 +16,7 @@ DEFAULT_DATA_ROOT = Path("data")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--midi-dir", type=Path, help="folder of .mid/.midi files, searched recursively "
+    parser.add_argument("--midi-dir", help="folder of .mid/.midi files, searched recursively "
                         "(default: the demo corpus, built from music21's ABC tunes into data/demo-midi)")
     parser.add_argument("--out", help="dataset folder, or an object-storage URI such as s3://bucket/data/lmd, to "
                         "write (default: data/demo with the demo corpus; required with --midi-dir)")
@@ -51,10 +51,10 @@ def main(argv: list[str]) -> int:
     else:
         if args.out is None:
             raise UserError("--out is required with --midi-dir")
-        if "://" in str(args.midi_dir) or str(args.midi_dir).startswith(("s3:", "gs:")):
+        if "://" in args.midi_dir:
             raise UserError(f"--midi-dir {args.midi_dir}: MIDI files are read from a local or mounted folder; "
                             f"copy them there first (e.g. aws s3 sync)")
-        midi_dir, out_dir = args.midi_dir, args.out
+        midi_dir, out_dir = Path(args.midi_dir), args.out
     if args.timeout <= 0 or args.max_abc_bytes <= 0:
         raise UserError("--timeout and --max-abc-bytes must be positive")
     try:
