@@ -47,11 +47,12 @@ def test_setup_installs_the_readme_way_with_the_pinned_constraints(cluster):
     assert cluster["file_mounts"] == {"~/abcmusic": "."}
 
 
-def test_no_credentials_and_mlflow_never_on_a_public_address(cluster):
+def test_no_credentials_and_mlflow_only_on_the_heads_localhost(cluster):
     text = CLUSTER_YAML.read_text()
     assert not re.search(r"(?i)(aws_secret_access_key|aws_access_key_id|AKIA[0-9A-Z]{16}|password)", text)
     server = next(c for c in cluster["head_start_ray_commands"] if "mlflow server --host" in c)
-    assert "0.0.0.0" not in server and "--host" in server and "hostname -I" in server
+    assert "--host 127.0.0.1 " in server and "0.0.0.0" not in server
+    assert not any("MLFLOW_TRACKING_URI" in c for c in cluster.get("worker_setup_commands", []))
     assert "--dashboard-host=0.0.0.0" not in text
     # The bucket is named in one place only.
     assert text.count("s3://") == 1

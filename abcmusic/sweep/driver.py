@@ -20,6 +20,7 @@ from abcmusic.data.remote import local_dataset
 from abcmusic.storage import STORAGE_ENV, is_uri
 from abcmusic.storage import exists as storage_exists
 from abcmusic.storage import join as storage_join
+from abcmusic.sweep.mlflow_relay import start_relay
 from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
 from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
@@ -157,7 +158,7 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     import ray
 
     env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-                                           "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
+                                           "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
     start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars)
     return dict(ray.cluster_resources())
 
@@ -194,8 +195,10 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
 
     uri = mlflow_store.tracking_uri(options.project_dir)
     experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
+    # Trials log to MLflow through this actor, held here for the whole sweep; it ends with this process.
+    relay = start_relay(options.name, uri)  # noqa: F841
     common = {
-        "sweep": options.name, "tracking_uri": uri, "experiment_id": experiment_id, "storage_path": storage,
+        "sweep": options.name, "experiment_id": experiment_id, "storage_path": storage,
         "data": data_location, "dropout": spec.train.dropout, "resources": resources,
         "threads": spec.resources.cpus_per_worker,
     }

@@ -14,8 +14,8 @@ import torch
 from abcmusic.data.remote import local_dataset
 from abcmusic.data.token_stream import load_token_stream, open_dataset
 from abcmusic.models.registry import build_model, get_architecture, make_config
+from abcmusic.sweep.mlflow_relay import get_relay
 from abcmusic.sweep.spec import Trial
-from abcmusic.tracking import mlflow_store
 from abcmusic.train.loop import TrainConfig, eval_starts, evaluate, train
 from abcmusic.train.throughput import measure_peak_flops
 
@@ -37,7 +37,7 @@ def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
 
 
 def train_worker(config: dict[str, Any]) -> None:
-    """Ray Train's train_loop_per_worker: load the data, build the model, train, save the final model to MLflow."""
+    """Ray Train's train_loop_per_worker: load the data, build the model, train, send the final model to MLflow."""
     import ray
     import ray.train
     import ray.train.torch
@@ -62,13 +62,14 @@ def train_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
-    uri, run_id = config["tracking_uri"], config["run_id"]
-    if rank == 0:
-        mlflow_store.add_node(uri, run_id, ray.get_runtime_context().get_node_id())
+    run_id = config["run_id"]
+    relay = get_relay(config["sweep"]) if rank == 0 else None  # MLflow, through the driver's node
+    if relay is not None:
+        relay.add_node.remote(run_id, ray.get_runtime_context().get_node_id())
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        if rank == 0:
-            mlflow_store.log_metrics(uri, run_id, metrics, step=metrics["tokens_seen"])
+        if relay is not None:
+            relay.log_metrics.remote(run_id, metrics, step=metrics["tokens_seen"])
             print(progress_line(trial, metrics, train_config.tokens), flush=True)
         if state is None:
             # Progress and evaluations go to MLflow and the console only: a ray.train.report blocks until Ray
@@ -95,8 +96,8 @@ def train_worker(config: dict[str, Any]) -> None:
                      "setup_seconds": setup_seconds, "peak_flops": peak_flops,
                      # MFU over all workers: model FLOPs per second against the summed peak of their devices
                      "mfu": flops_per_token * final["tokens_per_s"] / (peak_flops * world_size)}
-    if rank == 0:
-        mlflow_store.log_metrics(uri, run_id, final_metrics, step=final["tokens_seen"])
+    if relay is not None:
+        relay.log_metrics.remote(run_id, final_metrics, step=final["tokens_seen"])
         raw_model = model.module if hasattr(model, "module") else model
         with tempfile.TemporaryDirectory() as directory:
             torch.save(raw_model.state_dict(), Path(directory) / "model.pt")
@@ -104,20 +105,23 @@ def train_worker(config: dict[str, Any]) -> None:
                 {"arch": trial.arch, "size": trial.size, "model": dataclasses.asdict(architecture_config),
                  "train": dataclasses.asdict(train_config)}, indent=1) + "\n")
             vocab.save(Path(directory) / "vocab.json")
-            mlflow_store.log_artifacts(uri, run_id, Path(directory), "model")
+            files = {path.name: path.read_bytes() for path in Path(directory).iterdir()}
+        # Waits for everything this worker sent before it, and fails the trial if any of it failed to log.
+        ray.get(relay.log_files.remote(run_id, files, "model"))
     ray.train.report(final_metrics)
 
 
 def run_trial(config: dict[str, Any]) -> None:
     """Ray Tune function trainable: one TorchTrainer for one (architecture, size, lr, seed)."""
+    import ray
     import ray.train
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     started_at = time.time()
     trial = Trial(**config["trial"])
-    uri = config["tracking_uri"]
-    run_id = mlflow_store.find_or_create_run(uri, config["experiment_id"], trial.key, config["params"])
+    relay = get_relay(config["sweep"])
+    run_id = ray.get(relay.find_or_create_run.remote(config["experiment_id"], trial.key, config["params"]))
     resources = config["resources"]
     trainer = TorchTrainer(
         train_worker,
@@ -140,6 +144,6 @@ def run_trial(config: dict[str, Any]) -> None:
     try:
         trainer.fit()
     except BaseException:
-        mlflow_store.finish_run(uri, run_id, "FAILED")
+        ray.get(relay.finish_run.remote(run_id, "FAILED"))
         raise
-    mlflow_store.finish_run(uri, run_id, "FINISHED")
+    ray.get(relay.finish_run.remote(run_id, "FINISHED"))

@@ -1,0 +1,75 @@
+"""A sweep's one MLflow client: an actor on the driver's node through which every trial logs.
+
+Trials and their Train workers may run on any node; only the node that runs sweep.py talks to MLflow, so on a
+cluster the tracking server can listen on the head's localhost. Train workers also never import MLflow (about
+2 s of CPU per trial on a small machine). Calls from one worker run in the order it made them: progress is
+sent without waiting, and the worker waits only for its final upload, which also reports any earlier failure.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from abcmusic.tracking import mlflow_store
+
+
+def relay_name(sweep: str) -> str:
+    return f"abcmusic-mlflow-relay-{sweep}"
+
+
+class MlflowRelay:
+    def __init__(self, uri: str):
+        self.uri = uri
+        mlflow_store.client(uri)  # import MLflow now, not when the first trial starts
+        self.errors: dict[str, str] = {}  # run id -> the first logging failure not yet reported
+
+    def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any]) -> str:
+        return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        self._keep_error(run_id, mlflow_store.log_metrics, self.uri, run_id, metrics, step)
+
+    def add_node(self, run_id: str, node_id: str) -> None:
+        self._keep_error(run_id, mlflow_store.add_node, self.uri, run_id, node_id)
+
+    def log_files(self, run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
+        """Log `files` (name -> content) under `artifact_path`; raise if anything logged for the run failed."""
+        self._raise_kept_error(run_id)
+        with tempfile.TemporaryDirectory(prefix="abcmusic-artifacts-") as directory:
+            for name, content in files.items():
+                (Path(directory) / name).write_bytes(content)
+            mlflow_store.log_artifacts(self.uri, run_id, Path(directory), artifact_path)
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        mlflow_store.finish_run(self.uri, run_id, status)
+        self._raise_kept_error(run_id)
+
+    def _keep_error(self, run_id: str, log, *args) -> None:
+        try:
+            log(*args)
+        except Exception as error:  # nobody waits on progress calls: keep the failure for the next awaited one
+            self.errors.setdefault(run_id, f"MLflow logging failed: {type(error).__name__}: {error}")
+
+    def _raise_kept_error(self, run_id: str) -> None:
+        if run_id in self.errors:
+            raise RuntimeError(self.errors.pop(run_id))
+
+
+def start_relay(sweep: str, uri: str):
+    """Start the sweep's relay on this (the driver's) node; it lives as long as the driver."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    actor_class = ray.remote(MlflowRelay)
+    return actor_class.options(
+        name=relay_name(sweep), get_if_exists=True, num_cpus=0, max_concurrency=1,
+        scheduling_strategy=NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False),
+    ).remote(uri)
+
+
+def get_relay(sweep: str):
+    import ray
+
+    return ray.get_actor(relay_name(sweep))

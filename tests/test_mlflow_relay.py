@@ -1,0 +1,58 @@
+"""The sweep's MLflow relay: the one MLflow client of a sweep, on the driver's node."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from abcmusic.sweep.mlflow_relay import MlflowRelay
+from abcmusic.tracking import mlflow_store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def relay_and_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = mlflow_store.ensure_experiment(uri, "relay-test", tmp_path)
+    relay = MlflowRelay(uri)
+    run_id = relay.find_or_create_run(experiment_id, "gpt-tiny", {"arch": "gpt"})
+    return relay, run_id, uri, experiment_id
+
+
+def test_the_relay_logs_metrics_nodes_files_and_finds_the_same_run_again(relay_and_run, tmp_path):
+    relay, run_id, uri, experiment_id = relay_and_run
+    relay.log_metrics(run_id, {"train_loss": 2.5, "note": "not a number"}, step=100)
+    relay.log_metrics(run_id, {"train_loss": 2.0}, step=200)
+    relay.add_node(run_id, "node-a")
+    relay.add_node(run_id, "node-b")
+    relay.log_files(run_id, {"config.json": b"{}\n", "model.pt": b"\x00\x01"}, "model")
+    relay.finish_run(run_id, "FINISHED")
+
+    client = mlflow_store.client(uri)
+    run = client.get_run(run_id)
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")] == [(100, 2.5), (200, 2.0)]
+    assert run.data.tags[mlflow_store.NODES_TAG] == "node-a,node-b"
+    assert run.info.status == "FINISHED"
+    downloaded = Path(client.download_artifacts(run_id, "model", str(tmp_path / "down")))
+    assert (downloaded / "model.pt").read_bytes() == b"\x00\x01"
+    assert relay.find_or_create_run(experiment_id, "gpt-tiny", {"arch": "gpt"}) == run_id
+
+
+def test_a_failed_progress_log_fails_the_next_awaited_call_once(relay_and_run):
+    relay, run_id, _uri, _experiment_id = relay_and_run
+    relay.log_metrics("no-such-run", {"train_loss": 1.0}, step=1)  # nobody waits on this call: it must not raise
+    with pytest.raises(RuntimeError, match="MLflow logging failed"):
+        relay.log_files("no-such-run", {"a.txt": b"a"}, "model")
+    relay.log_metrics(run_id, {"train_loss": 1.0}, step=1)
+    relay.finish_run(run_id, "FINISHED")  # the other run's failure is not this one's
+
+
+def test_trial_code_never_imports_mlflow():
+    """Trials and their Train workers log through the relay: only the driver's node needs to reach MLflow."""
+    code = "import sys, abcmusic.sweep.trial, abcmusic.train.loop; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
