@@ -56,3 +56,24 @@ def test_trial_code_never_imports_mlflow():
     code = "import sys, abcmusic.sweep.trial, abcmusic.train.loop; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mlflow'))"
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_replayed_steps_are_logged_once_even_by_a_new_relay(relay_and_run):
+    """A trial resumed from a checkpoint replays steps already logged: after a node failover (same relay) and after
+    a resumed sweep (a new relay on the same store) every (metric, step) is in the run exactly once."""
+    relay, run_id, uri, _experiment_id = relay_and_run
+    for step in (100, 200, 300):
+        relay.log_metrics(run_id, {"train_loss": 3.0 - step / 1000, "tokens_seen": step}, step)
+    relay.log_metrics(run_id, {"train_loss": 9.9, "tokens_seen": 200}, 200)  # replay after a checkpoint at 100
+    relay.log_metrics(run_id, {"train_loss": 2.6, "tokens_seen": 400}, 400)
+    restarted = MlflowRelay(uri)  # the relay of a resumed sweep knows nothing of what was logged
+    restarted.log_metrics(run_id, {"train_loss": 9.9, "tokens_seen": 300}, 300)
+    restarted.log_metrics(run_id, {"train_loss": 2.5, "tokens_seen": 500, "final_val_loss": 2.4}, 500)
+    restarted.log_metrics(run_id, {"tokens_seen": 500, "test_loss": 2.45}, 500)  # a new metric at the same step
+
+    client = mlflow_store.client(uri)
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")]
+    assert history == [(100, 2.9), (200, 2.8), (300, 2.7), (400, 2.6), (500, 2.5)]
+    assert [m.step for m in client.get_metric_history(run_id, "tokens_seen")] == [100, 200, 300, 400, 500]
+    assert len(client.get_metric_history(run_id, "test_loss")) == 1
+    assert len(client.get_metric_history(run_id, "final_val_loss")) == 1

@@ -162,6 +162,11 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     for name, run_id in finished_before.items():
         # a rerun would have logged the final metrics a second time
         assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"
+    for run in trials:
+        # An interrupted trial replays the steps after its checkpoint: each point is still logged once.
+        for key in ("tokens_seen", "train_loss", "val_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps and len(steps) == len(set(steps)), (run.info.run_name, key, steps)
     # Checkpoints went to the storage, not to a node-local folder.
     assert {p.parent.parent.name for p in bucket.glob("r1-*/checkpoint_*/state.pt")} == {f"r1-{t}" for t in TINY_TRIALS}
     assert not (workdir / "results" / "ray" / "r1").exists()

@@ -4,6 +4,10 @@ Trials and their Train workers may run on any node; only the node that runs swee
 cluster the tracking server can listen on the head's localhost. Train workers also never import MLflow (about
 2 s of CPU per trial on a small machine). Calls from one worker run in the order it made them: progress is
 sent without waiting, and the worker waits only for its final upload, which also reports any earlier failure.
+
+A trial that resumes from a checkpoint replays the steps after it: the relay logs each metric at a step only if
+that metric has no value at this or a later step yet, so a failover or a resumed sweep neither duplicates nor
+drops a point (the values first logged are kept).
 """
 
 from __future__ import annotations
@@ -24,12 +28,22 @@ class MlflowRelay:
         self.uri = uri
         mlflow_store.client(uri)  # import MLflow now, not when the first trial starts
         self.errors: dict[str, str] = {}  # run id -> the first logging failure not yet reported
+        self.last_steps: dict[str, dict[str, int]] = {}  # run id -> metric -> the last step logged
 
     def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any]) -> str:
         return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
-        self._keep_error(run_id, mlflow_store.log_metrics, self.uri, run_id, metrics, step)
+        self._keep_error(run_id, self._log_new_metrics, run_id, metrics, step)
+
+    def _log_new_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
+        if run_id not in self.last_steps:  # first seen by this relay: the run may hold a resumed trial's points
+            self.last_steps[run_id] = mlflow_store.last_logged_steps(self.uri, run_id)
+        last = self.last_steps[run_id]
+        new = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and step > last.get(k, -1)}
+        if new:
+            mlflow_store.log_metrics(self.uri, run_id, new, step)
+            last.update(dict.fromkeys(new, step))
 
     def add_node(self, run_id: str, node_id: str) -> None:
         self._keep_error(run_id, mlflow_store.add_node, self.uri, run_id, node_id)

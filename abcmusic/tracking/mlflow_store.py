@@ -68,6 +68,13 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
         Metric(k, float(v), now, int(step)) for k, v in metrics.items() if isinstance(v, (int, float))])
 
 
+def last_logged_steps(uri: str, run_id: str) -> dict[str, int]:
+    """For each metric of the run, the largest step it has a value at."""
+    mlflow_client = client(uri)
+    return {key: max(m.step for m in mlflow_client.get_metric_history(run_id, key))
+            for key in mlflow_client.get_run(run_id).data.metrics}
+
+
 def log_artifacts(uri: str, run_id: str, local_dir: Path, artifact_path: str | None = None) -> None:
     client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
 
