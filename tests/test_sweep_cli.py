@@ -69,6 +69,15 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert json.loads((model_dir / "vocab.json").read_text())["id_to_token"][0] == "<sep>"
 
 
+def test_every_progress_line_reaches_the_console_once(finished_sweep):
+    output = finished_sweep.stdout + finished_sweep.stderr
+    lines = [line for line in output.splitlines() if "tokens/s" in line and "] " in line]
+    for trial in TINY_TRIALS:
+        own = [line for line in lines if f"[{trial}]" in line]
+        assert own and any(f"{20000 // (8 * 64) * 8 * 64:,}/20,000 tokens" in line for line in own), trial
+        assert len(own) == len(set(own)), f"{trial}: progress lines printed twice"
+
+
 def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, workdir):
     fit = json.loads((workdir / "results" / "t1" / "fit.json").read_text())
     assert fit["trials_finished"] == 3

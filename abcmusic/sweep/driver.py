@@ -148,23 +148,35 @@ def trial_params(planned: PlannedTrial, spec: SweepSpec, data_location: str, dat
     }
 
 
-def _start_ray(address: str | None, slots: int) -> dict[str, float]:
+RAY_ENV_FOR_TRIALS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
+                      "RAY_TRAIN_ENABLE_PRINT_PATCH", "MLFLOW_DISABLE_TELEMETRY")
+
+
+def _set_ray_environment(joined: bool) -> None:
+    """Settings Ray reads from the environment, some when it is imported: call this before importing ray."""
     # Train V2 reports block for up to a health-check interval (2 s by default) each: keep reports cheap.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # per-trial progress lines differ only in numbers: keep them all
-    if not (address or os.environ.get("RAY_ADDRESS")):
+    # Per-trial progress lines differ only in numbers: Ray's log dedup would fold them into "[repeated Nx]".
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    # Train's print patch sends a worker's print to both its logger and stdout: every progress line came twice.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    if not joined:
         # A local Ray's node is never preempted; the watcher would cost every trial one more actor process.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+
+
+def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     import ray
 
-    env_vars = {k: os.environ[k] for k in ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-                                           "MLFLOW_DISABLE_TELEMETRY") if k in os.environ}
+    env_vars = {k: os.environ[k] for k in RAY_ENV_FOR_TRIALS if k in os.environ}
     start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars)
     return dict(ray.cluster_resources())
 
 
 def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
     spec = options.spec
+    joined = bool(options.address or os.environ.get("RAY_ADDRESS"))
+    _set_ray_environment(joined)
     # A dataset URI (s3://...) is what trials are given; each machine reads it through its local copy.
     data_location = spec.data if is_uri(spec.data) else str((options.project_dir / spec.data).resolve())
     data_dir = local_dataset(data_location)
@@ -187,7 +199,6 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     local_cpus = os.cpu_count() or 1
     per_trial_cpus = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     cluster = _start_ray(options.address, max(1, local_cpus // per_trial_cpus))
-    joined = bool(options.address or os.environ.get("RAY_ADDRESS"))
     resources = trial_resources(spec, cluster, can_scale_up=joined)
     if joined and resources["gpus_per_worker"] * resources["workers"] > cluster.get("GPU", 0):
         log(f"the cluster has {cluster.get('GPU', 0):g} GPU(s) now; trials wait for its autoscaler to add GPU nodes")
