@@ -169,7 +169,9 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     import ray
 
     env_vars = {k: os.environ[k] for k in RAY_ENV_FOR_TRIALS if k in os.environ}
-    start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars)
+    # The dashboard serves Ray's state API, through which Train's placement-group cleaner watches each trial's
+    # controller (without it the cleaner cannot work and warns every second); it also shows the sweep's actors.
+    start_ray(address, local_resources={TRIAL_SLOT: slots}, env_vars=env_vars, include_dashboard=True)
     return dict(ray.cluster_resources())
 
 

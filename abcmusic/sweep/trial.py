@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +43,9 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    # Train logs every report at INFO through the root logger ("Reporting training result N: ..."), more lines
+    # than the progress lines below; warnings and errors still show.
+    logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(config["threads"])  # a Ray worker otherwise runs torch on one thread
@@ -139,6 +143,9 @@ def run_trial(config: dict[str, Any]) -> None:
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Train's INFO lines ("Checkpoint successfully created", "Reporting training result", ...) outnumbered
+            # the trials' own progress lines on the console; they stay in Ray's session log files.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
     try:
