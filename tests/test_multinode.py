@@ -3,7 +3,9 @@
 `ray.cluster_utils.Cluster` starts a head node (1 CPU, the `trial_slot` resource that pins trial functions and
 their Ray Train controllers to it, as cluster.yaml does, and the dashboard that serves Ray's state API) and two
 worker nodes (1 CPU and one `fake_gpu` each, standing in for GPU nodes); each node is its own raylet and object
-store. The CLIs join it with `--address`, as on a real cluster. Node deaths are detected in ~3 s instead of
+store. On the worker nodes `import mlflow` fails, as MLflow is unreachable from a real cluster's GPU nodes (the
+tracking server listens on the head's localhost): trials must log through the driver's relay. The CLIs join it
+with `--address`, as on a real cluster. Node deaths are detected in ~3 s instead of
 ~13 s thanks to the fast health-check settings, which every process of the cluster and the CLIs inherit.
 About 2 minutes and 5 GiB on this project's 2-core machine.
 """
@@ -47,13 +49,14 @@ class SimulatedCluster:
     head_id: str
     workers: dict  # node id -> ray._private.node.Node (live worker nodes)
     dashboard: str
+    no_mlflow: Path  # a folder whose `mlflow` package fails to import, first on the worker nodes' PYTHONPATH
 
     @property
     def address(self) -> str:
         return self.cluster.address
 
     def add_worker(self) -> str:
-        node = self.cluster.add_node(num_cpus=1, resources={"fake_gpu": 1})
+        node = self.cluster.add_node(num_cpus=1, resources={"fake_gpu": 1}, env_vars={"PYTHONPATH": str(self.no_mlflow)})
         self.workers[node.node_id] = node
         return node.node_id
 
@@ -138,7 +141,12 @@ def sim_cluster(tiny_project):
             cluster = Cluster(initialize_head=True, head_node_args={
                 "num_cpus": 1, "resources": {"trial_slot": 4}, "include_dashboard": True,
                 "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
-            simulated = SimulatedCluster(cluster, cluster.head_node.node_id, {}, f"http://{cluster.webui_url}")
+            no_mlflow = Path(ray_tmp) / "no-mlflow"
+            (no_mlflow / "mlflow").mkdir(parents=True)
+            (no_mlflow / "mlflow" / "__init__.py").write_text(
+                'raise ImportError("MLflow is not reachable from a worker node")\n')
+            simulated = SimulatedCluster(cluster, cluster.head_node.node_id, {}, f"http://{cluster.webui_url}",
+                                         no_mlflow)
             for _ in range(2):
                 simulated.add_worker()
             cluster.wait_for_nodes()
@@ -342,18 +350,18 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
     assert len(nodes) == 2 and nodes[0] == victim and nodes[1] != victim, nodes
     assert nodes[1] in sim_cluster.workers  # the surviving fake_gpu node, not the head
 
-    history = sorted(client.get_metric_history(run.info.run_id, "tokens_seen"), key=lambda m: (m.timestamp, m.step))
-    before = [m for m in history if m.timestamp <= dead_at * 1000]
-    after = [m for m in history if m.timestamp > dead_at * 1000]
-    assert before and after, "nothing logged before or after the kill"
-    # The first attempt trained from zero; the second started from the committed checkpoint seen before the kill
-    # (or a later one), not from zero: everything it logged lies past that checkpoint, and every step before the
-    # checkpoint was trained (and logged) once.
-    assert min(m.value for m in before) < checkpoint
-    assert min(m.value for m in after) > checkpoint, ([m.value for m in after][:3], checkpoint)
-    early = [m.value for m in history if m.value <= checkpoint]
-    assert len(early) == len(set(early))
-    assert after[-1].value == budget
+    history = client.get_metric_history(run.info.run_id, "tokens_seen")
+    tokens = [m.value for m in sorted(history, key=lambda m: m.step)]
+    # Logged before the kill, and every point exactly once although the second attempt replayed the steps after
+    # its checkpoint; in step order the counts only grow.
+    assert min(m.value for m in history if m.timestamp <= dead_at * 1000) < checkpoint
+    assert len(tokens) == len(set(tokens)) and tokens == sorted(tokens) and tokens[-1] == budget
+    # The second attempt started from the committed checkpoint seen before the kill (or a later one), not from
+    # zero, and said so.
+    resumed = client.get_metric_history(run.info.run_id, "resumed_at_tokens")
+    assert len(resumed) == 1 and checkpoint <= resumed[0].value < budget, ([m.value for m in resumed], checkpoint)
+    after = [m for m in history if m.timestamp > dead_at * 1000 and m.value > resumed[0].value]
+    assert after, "nothing logged after the resume"
     final_history = client.get_metric_history(run.info.run_id, "final_val_loss")
     assert len(final_history) == 1  # the trial finished once
     storage_checks(tiny_project, bucket, sweep, {trial})
@@ -362,3 +370,50 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
           f"{after[0].timestamp / 1000 - killed_at:.1f} s after (at {after[0].value:,.0f} tokens; checkpoint "
           f"{checkpoint:,})")
     sim_cluster.add_worker()  # a replacement node, as an autoscaler would start: the cluster has 2 workers again
+
+
+def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_duplicating(
+        sim_cluster, tiny_project, tmp_path_factory):
+    """SIGKILL the sweep driver (a client of the cluster, like a job on the head) once a trial has finished: Ray
+    ends its trials on the worker nodes with it; `--resume` on the cluster finishes the rest from the storage."""
+    bucket = tmp_path_factory.mktemp("bucket")
+    sweep = "mn-driver"
+    arguments = ["--experiment", "tiny", "--address", sim_cluster.address, "--worker-resource", "fake_gpu=1",
+                 "--storage", bucket.as_uri()]
+    log_path = tiny_project / f"{sweep}.log"
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen([sys.executable, str(REPO_ROOT / "sweep.py"), "--name", sweep, *arguments],
+                                  cwd=tiny_project, env=cli_env(tiny_project / ".home"), stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and driver.poll() is None and not any(
+                '\\"status\\": \\"TERMINATED\\"' in p.read_text(errors="replace")
+                for p in (bucket / sweep).glob("experiment_state-*.json")):
+            time.sleep(0.2)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert driver.returncode == -signal.SIGKILL, log_path.read_text()[-3000:]
+    client = mlflow_client(tiny_project)
+    finished_before = {name: run.info.run_id for name, run in trial_runs(tiny_project, sweep).items()
+                       if run.info.status == "FINISHED"}
+    assert finished_before and len(finished_before) < len(TINY_TRIALS), finished_before
+
+    resumed = run_cli("sweep.py", "--resume", sweep, *arguments, cwd=tiny_project)
+    assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
+    runs = trial_runs(tiny_project, sweep)
+    assert set(runs) == TINY_TRIALS  # one run per trial: none created twice
+    for name, run in runs.items():
+        assert run.info.status == "FINISHED", name
+        assert run.data.metrics["tokens_seen"] == 20000 // TOKENS_PER_STEP * TOKENS_PER_STEP, name
+        assert len(client.get_metric_history(run.info.run_id, "final_val_loss")) == 1, f"{name} finished twice"
+        for key in ("tokens_seen", "train_loss", "val_loss"):
+            steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            assert steps and len(steps) == len(set(steps)), (name, key, steps)  # nothing logged twice
+        assert all(node in sim_cluster.workers for node in run_nodes(run)), name
+        assert_model_loads(client, run, tiny_project / "dl" / sweep / name)
+    for name, run_id in finished_before.items():
+        assert runs[name].info.run_id == run_id
+    storage_checks(tiny_project, bucket, sweep, TINY_TRIALS)

@@ -70,6 +70,10 @@ def train_worker(config: dict[str, Any]) -> None:
     relay = get_relay(config["sweep"]) if rank == 0 else None  # MLflow, through the driver's node
     if relay is not None:
         relay.add_node.remote(run_id, ray.get_runtime_context().get_node_id())
+        if resume_state is not None:
+            # Where this attempt picked up: replayed steps are logged once, so token counts alone cannot show it.
+            resumed_at = int(resume_state["step"]) * train_config.tokens_per_step
+            relay.log_metrics.remote(run_id, {"resumed_at_tokens": resumed_at}, step=resumed_at)
 
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         if relay is not None:
