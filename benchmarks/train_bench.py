@@ -75,17 +75,29 @@ def sweep_trial(project: Path, data: Path, size: str, tokens: int) -> dict:
                                "command_seconds": command_seconds}
 
 
-def sweep_share(project: Path, name: str) -> tuple[float, float, int, float]:
-    """(sum of trials' training seconds, sweep wall seconds, concurrent slots, share of slot time training)."""
+def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float]:
+    """(a per-trial table, sum of trials' training seconds, sweep wall seconds, concurrent slots, share of slot
+    time training). Start and end are those of each trial's MLflow run (the trial function's start and end)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name)
-    runs = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["abcmusic.kind"] == "trial"]
-    wall = (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000
+    runs = sorted((r for r in client.search_runs([experiment.experiment_id])
+                   if r.data.tags["abcmusic.kind"] == "trial"), key=lambda r: r.info.start_time)
+    first = min(r.info.start_time for r in runs)
+    lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'train':>8}{'setup':>7}{'eval':>6}{'reports':>8}"
+             f"{'other':>7}"]
+    for r in runs:
+        m = r.data.metrics
+        run = (r.info.end_time - r.info.start_time) / 1000
+        other = run - m["train_seconds"] - m["setup_seconds"] - m["eval_seconds"] - m["report_seconds"]
+        lines.append(f"{r.info.run_name:<24}{(r.info.start_time - first) / 1000:>7.1f}"
+                     f"{(r.info.end_time - first) / 1000:>7.1f}{run:>7.1f}{m['train_seconds']:>8.1f}"
+                     f"{m['setup_seconds']:>7.1f}{m['eval_seconds']:>6.1f}{m['report_seconds']:>8.1f}{other:>7.1f}")
+    wall = (max(r.info.end_time for r in runs) - first) / 1000
     slots = os.cpu_count() // int(runs[0].data.params["cpus_per_worker"])
     trained = sum(r.data.metrics["train_seconds"] for r in runs)
-    return trained, wall, slots, trained / (wall * slots)
+    return "\n".join(lines), trained, wall, slots, trained / (wall * slots)
 
 
 def main() -> None:
@@ -135,7 +147,8 @@ def main() -> None:
           f"{in_ray['report_seconds']:.1f} s + the rest (test loss, model upload, teardown) "
           f"{overhead - in_ray['setup_seconds'] - in_ray['eval_seconds'] - in_ray['report_seconds']:.1f} s")
     if args.sweep:
-        trained, wall, slots, share = sweep_share(args.project, args.sweep)
+        table, trained, wall, slots, share = sweep_share(args.project, args.sweep)
+        print(table)
         print(f"sweep {args.sweep}: {trained:.0f} s of training over {wall:.0f} s wall x {slots} trial slots: "
               f"{share:.1%} of slot time spent training")
 
