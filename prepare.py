@@ -16,8 +16,10 @@ DEFAULT_DATA_ROOT = Path("data")
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--midi-dir", help="folder of .mid/.midi files, searched recursively "
-                        "(default: the demo corpus, built from music21's ABC tunes into data/demo-midi)")
+    parser.add_argument("--midi-dir", help="folder of .mid/.midi files, searched recursively: a local path, or an "
+                        "object-storage URI such as s3://bucket/lmd_full, which every node of the Ray cluster reads "
+                        "and converts from (default: the demo corpus, built from music21's ABC tunes into "
+                        "data/demo-midi)")
     parser.add_argument("--out", help="dataset folder, or an object-storage URI such as s3://bucket/data/lmd, to "
                         "write (default: data/demo with the demo corpus; required with --midi-dir)")
     parser.add_argument("--demo-tunes", type=int, help="build the demo corpus from this many tunes, spread over all "
@@ -29,8 +31,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="largest ABC output kept per file; larger is a failure (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
     parser.add_argument("--spread-over-nodes", action="store_true",
-                        help="convert on every node of the Ray cluster; --midi-dir and --out must then be on storage "
-                        "every node mounts at the same path (default: on this node's CPUs only)")
+                        help="convert on every node of the Ray cluster; a local --midi-dir must then be on storage "
+                        "every node mounts at the same path (default: on this node's CPUs only; implied by a "
+                        "--midi-dir URI)")
     parser.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     return parser.parse_args(argv)
 
@@ -51,10 +54,7 @@ def main(argv: list[str]) -> int:
     else:
         if args.out is None:
             raise UserError("--out is required with --midi-dir")
-        if "://" in args.midi_dir:
-            raise UserError(f"--midi-dir {args.midi_dir}: MIDI files are read from a local or mounted folder; "
-                            f"copy them there first (e.g. aws s3 sync)")
-        midi_dir, out_dir = Path(args.midi_dir), args.out
+        midi_dir, out_dir = args.midi_dir, args.out
     if args.timeout <= 0 or args.max_abc_bytes <= 0:
         raise UserError("--timeout and --max-abc-bytes must be positive")
     try:

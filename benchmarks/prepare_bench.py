@@ -1,10 +1,10 @@
 """Benchmark: prepare's Ray Data conversion against a plain sequential loop doing the same per-file work.
 
-Both sides run `convert_chunk` (strip text events, midi2abc with limits, clean, write a Parquet part) on the same
-chunks of POP909 files; the loop runs them one after another in this process, the way the seed study converted
-its corpus. Reported: files/s over the whole stage and in steady state (from the moment 10% of the files are
-done to the end, which leaves out worker start-up), Ray's start-up time on its own line, and the peak resident set
-(PSS) of this process and all its descendants (the Ray processes included), at two corpus sizes.
+Both sides run `convert_chunk` (strip text events, midi2abc with limits, clean, pack a Parquet part) on the same
+chunks of POP909 files and write the parts; the loop runs them one after another in this process, the way the seed
+study converted its corpus. Reported: files/s over the whole stage and in steady state (from the moment 10% of the
+files are done to the end, which leaves out worker start-up), Ray's start-up time on its own line, and the peak
+resident set (PSS) of this process and all its descendants (the Ray processes included), at two corpus sizes.
 
     .venv/bin/python benchmarks/prepare_bench.py [--pop909 ../shared/data/midi/pop909] [--sizes 1288,2577]
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_task  # noqa: E402
+from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_task, write_part  # noqa: E402
 from abcmusic.data.convert import ConvertLimits  # noqa: E402
 from abcmusic.data.discover import find_midi_files  # noqa: E402
 from abcmusic.data.prepare import _start_ray  # noqa: E402
@@ -54,8 +54,10 @@ def run_sequential(root: Path, paths: list[str], parts_dir: Path, limits: Conver
     started = time.monotonic()
     with PeakMemory() as memory:
         for chunk in chunks_of(paths, chunk_size):
-            summaries = convert_chunk(chunk, str(root), str(parts_dir), limits)
-            finish_times += [time.monotonic()] * len(summaries)
+            rows = convert_chunk(chunk, str(root), limits)
+            for row in rows:
+                write_part(parts_dir, row)
+            finish_times += [time.monotonic()] * len(rows)
     return rates(finish_times, started), memory
 
 

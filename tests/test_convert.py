@@ -13,6 +13,7 @@ import pytest
 
 from abcmusic.data.convert import ConvertLimits, content_hash, convert_file
 from abcmusic.data.discover import find_midi_files
+from abcmusic.data.midi_folder import open_midi_folder
 from abcmusic.data.midi_text import strip_text_events
 from midi_bytes import varlen
 
@@ -40,7 +41,7 @@ def work_dir(tmp_path) -> Path:
 
 
 def convert(root: Path, source_path: str, work: Path, limits: ConvertLimits = ConvertLimits()):
-    result = convert_file(root, source_path, work, limits)
+    result = convert_file(open_midi_folder(root), source_path, work, limits)
     assert list(work.iterdir()) == [], "convert_file must leave its work folder empty"
     assert result.source_path == source_path
     return result

@@ -417,3 +417,41 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
     for name, run_id in finished_before.items():
         assert runs[name].info.run_id == run_id
     storage_checks(tiny_project, bucket, sweep, TINY_TRIALS)
+
+
+def test_prepare_from_a_midi_uri_converts_on_every_node_and_gives_the_local_dataset(sim_cluster, tiny_project):
+    """--midi-dir as a URI (file:// standing in for a bucket every node reads): no --spread-over-nodes needed, the
+    tasks run on all nodes and return their parts to the driver, and the dataset is the one built from the path."""
+    from ray.util.state import list_tasks
+
+    def conversion_tasks() -> list:
+        return [t for t in list_tasks(address=sim_cluster.dashboard, limit=10_000,
+                                      filters=[("state", "=", "FINISHED")], raise_on_missing_output=False)
+                if "convert_chunk" in t.name]
+
+    earlier_jobs = {t.job_id for t in conversion_tasks()}  # of the earlier prepare runs (each CLI run is one job)
+    midi_uri = (tiny_project / "data" / "demo-midi-60").as_uri()
+    result = run_cli("prepare.py", "--midi-dir", midi_uri, "--out", "data/demo-from-uri", "--address",
+                     sim_cluster.address, cwd=tiny_project)
+    assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
+    assert "on 3 CPUs" in result.stdout  # the whole cluster's CPUs
+    local, from_uri = tiny_project / "data" / "demo", tiny_project / "data" / "demo-from-uri"
+    for split in ("train", "val", "test"):
+        assert pq.read_table(local / split).equals(pq.read_table(from_uri / split)), split
+    manifest_a = json.loads((local / "manifest.json").read_text())
+    manifest_b = json.loads((from_uri / "manifest.json").read_text())
+    assert manifest_b["midi_dir"] == midi_uri
+    for manifest in (manifest_a, manifest_b):
+        manifest.pop("created_at"), manifest.pop("seconds"), manifest.pop("midi_dir")
+    assert manifest_a == manifest_b  # fingerprint included
+    assert (local / "vocab.json").read_text() == (from_uri / "vocab.json").read_text()
+
+    deadline = time.monotonic() + 30
+    while True:  # task events reach the head's GCS a moment after the tasks end
+        nodes = {t.node_id for t in conversion_tasks() if t.job_id not in earlier_jobs}
+        if (len(nodes) >= 2 and nodes & set(sim_cluster.workers)) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert nodes <= {sim_cluster.head_id, *sim_cluster.workers}
+    assert len(nodes) >= 2 and nodes & set(sim_cluster.workers), (
+        f"conversion tasks ran on {len(nodes)} node(s): {sorted(nodes)}")

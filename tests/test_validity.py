@@ -211,10 +211,11 @@ def test_real_midi_converted_by_the_pipeline_is_mostly_valid(shared_data: Path, 
     """20 real MIDI files (POP909 and multi-track pop songs) through midi2abc and the cleaning rules."""
     from abcmusic.data.convert import ConvertLimits, convert_file
     from abcmusic.data.discover import find_midi_files
+    from abcmusic.data.midi_folder import open_midi_folder
 
     root = shared_data / "midi"
     paths = [path for path in find_midi_files(root) if not path.startswith("bad/")]
-    converted = [convert_file(root, path, tmp_path, ConvertLimits()) for path in paths[:: len(paths) // 20][:20]]
+    converted = [convert_file(open_midi_folder(root), path, tmp_path, ConvertLimits()) for path in paths[:: len(paths) // 20][:20]]
     tunes = [result.abc for result in converted if result.status == "ok"]
     assert len(tunes) >= 15
     verdicts = validate_tunes(tunes)

@@ -1,9 +1,11 @@
 """Convert a list of MIDI files in parallel with Ray Data: one task per chunk of files.
 
-Each task writes the tunes it converted to its own staging Parquet part, named by chunk number, and returns a
-small summary row per file (status, reason, hash, character set) to the driver. The driver never holds the ABC
-text, so memory stays flat however many files there are, and the parts can be read back in chunk order,
-which makes the output independent of task scheduling.
+Each task packs the tunes it converted into a Parquet part (bytes) and returns it with a small summary row per
+file (status, reason, hash, character set); the driver writes each part to the staging folder, named by chunk
+number, as it arrives. Tasks therefore share no folder with the driver: with the MIDI folder on object storage
+they run on any node. The driver holds a chunk's part or two at a time (at most MAX_FILES_PER_TASK tunes each), so
+memory stays flat however many files there are, and the parts can be read back in chunk order, which makes the
+output independent of task scheduling.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from abcmusic.data.convert import ConvertLimits, convert_file
+from abcmusic.data.midi_folder import open_midi_folder
 
 PART_SCHEMA = pa.schema([("file_index", pa.int64()), ("source_path", pa.string()), ("abc", pa.string())])
 MAX_FILES_PER_TASK = 64
@@ -48,15 +51,17 @@ def part_path(parts_dir: Path, chunk_index: int) -> Path:
     return parts_dir / f"part-{chunk_index:07d}.parquet"
 
 
-def convert_chunk(row: dict[str, Any], root: str, parts_dir: str, limits: ConvertLimits) -> list[dict[str, Any]]:
-    """Ray Data flat_map function: convert one chunk of files, write its part, return one summary per file."""
-    summaries, kept = [], []
+def convert_chunk(row: dict[str, Any], midi_dir: str, limits: ConvertLimits) -> list[dict[str, Any]]:
+    """Ray Data flat_map function: convert one chunk of files; one summary row per file, the first one also
+    carrying the chunk's Parquet part (the others an empty `part`)."""
+    folder = open_midi_folder(midi_dir)
+    rows, kept = [], []
     with tempfile.TemporaryDirectory(prefix="abcmusic-convert-") as work_dir:
         for file_index, source_path in zip(row["file_indices"], row["source_paths"]):
-            converted = convert_file(Path(root), source_path, Path(work_dir), limits)
+            converted = convert_file(folder, source_path, Path(work_dir), limits)
             if converted.status == "ok":
                 kept.append((file_index, source_path, converted.abc))
-            summaries.append(asdict(FileSummary(
+            rows.append(asdict(FileSummary(
                 file_index=int(file_index),
                 source_path=source_path,
                 status=converted.status,
@@ -67,7 +72,7 @@ def convert_chunk(row: dict[str, Any], root: str, parts_dir: str, limits: Conver
                 distinct_chars="".join(sorted(set(converted.abc))),
                 changed_by=converted.changed_by,
                 text_events_removed=converted.text_events_removed,
-            )))
+            )) | {"chunk_index": int(row["chunk_index"]), "part": b""})
     table = pa.table(
         {
             "file_index": [k[0] for k in kept],
@@ -76,26 +81,35 @@ def convert_chunk(row: dict[str, Any], root: str, parts_dir: str, limits: Conver
         },
         schema=PART_SCHEMA,
     )
-    target = part_path(Path(parts_dir), int(row["chunk_index"]))
-    # Write-then-rename: a retried task never leaves a torn part behind.
-    temporary = target.with_suffix(f".tmp-{os.getpid()}")
-    pq.write_table(table, temporary)
+    part = pa.BufferOutputStream()
+    pq.write_table(table, part)
+    rows[0]["part"] = part.getvalue().to_pybytes()
+    return rows
+
+
+def write_part(parts_dir: Path, row: dict[str, Any]) -> None:
+    """Write the part a summary row carries, if it carries one (write-then-rename: never a torn part)."""
+    if not row["part"]:
+        return
+    target = part_path(parts_dir, int(row["chunk_index"]))
+    temporary = target.with_suffix(".tmp")
+    temporary.write_bytes(row["part"])
     os.replace(temporary, target)
-    return summaries
 
 
 def convert_all(
-    root: Path,
+    midi_dir: str | Path,
     source_paths: list[str],
     parts_dir: Path,
     limits: ConvertLimits,
     n_cpus: int,
     spread_over_nodes: bool = False,
 ) -> Iterator[FileSummary]:
-    """Run the conversion on the current Ray cluster; yields each file's summary as tasks finish.
+    """Run the conversion on the current Ray cluster; writes each chunk's part to `parts_dir` and yields each
+    file's summary as tasks finish.
 
-    Tasks read the MIDI files and write their parts by path, so they run on this (the driver's) node unless
-    `spread_over_nodes` says both folders are on storage every node mounts at the same path."""
+    `midi_dir` is a local folder or an object-storage URI. Tasks run on this (the driver's) node unless
+    `spread_over_nodes` says every node can read `midi_dir`: a URI, or a folder every node mounts at the same path."""
     import ray
     import ray.data
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -114,12 +128,13 @@ def convert_all(
     # The work is mostly midi2abc subprocesses, so two tasks share a core without slowing each other down.
     dataset = ray.data.from_items(chunks, override_num_blocks=len(chunks)).flat_map(
         convert_chunk,
-        fn_kwargs={"root": str(root), "parts_dir": str(parts_dir), "limits": limits},
+        fn_kwargs={"midi_dir": str(midi_dir), "limits": limits},
         num_cpus=TASK_CPUS,
         **({} if spread_over_nodes else {"scheduling_strategy": NodeAffinitySchedulingStrategy(
             ray.get_runtime_context().get_node_id(), soft=False)}),
     )
-    for summary_row in dataset.iter_rows():
-        summary = FileSummary(**{k: summary_row[k] for k in FileSummary.__dataclass_fields__})
+    for row in dataset.iter_rows():
+        write_part(parts_dir, row)
+        summary = FileSummary(**{k: row[k] for k in FileSummary.__dataclass_fields__})
         summary.changed_by = list(summary.changed_by)
         yield summary

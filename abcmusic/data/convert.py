@@ -6,13 +6,13 @@ Every outcome is a `ConvertedFile`; nothing here raises for a bad input file.
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from abcmusic.abc.cleaning import clean_tune
+from abcmusic.data.midi_folder import LocalMidiFolder, MidiTooLarge, UriMidiFolder
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
 
 # Failure reasons, as counted in the manifest.
@@ -84,19 +84,20 @@ def run_midi2abc(midi_path: Path, abc_path: Path, log_path: Path, limits: Conver
     return "", ""
 
 
-def convert_file(root: Path, source_path: str, work_dir: Path, limits: ConvertLimits) -> ConvertedFile:
-    """Convert `root / source_path`; `work_dir` is a private scratch folder, emptied again before returning."""
+def convert_file(folder: LocalMidiFolder | UriMidiFolder, source_path: str, work_dir: Path,
+                 limits: ConvertLimits) -> ConvertedFile:
+    """Convert `source_path` of `folder`; `work_dir` is a private scratch folder, emptied again before returning."""
     midi_in = work_dir / "in.mid"
     abc_out = work_dir / "out.abc"
     log = work_dir / "midi2abc.log"
     try:
         try:
-            size = os.path.getsize(root / source_path)
-            if size > limits.max_midi_bytes:
-                return ConvertedFile(source_path, "failed", MIDI_TOO_LARGE, f"{size} bytes")
-            midi = (root / source_path).read_bytes()
+            midi = folder.read(source_path, limits.max_midi_bytes)
+        except MidiTooLarge as error:
+            return ConvertedFile(source_path, "failed", MIDI_TOO_LARGE, f"{error.size} bytes")
         except OSError as error:
-            return ConvertedFile(source_path, "failed", UNREADABLE, error.strerror or str(error))
+            detail = error.strerror or (str(error).strip().splitlines() or [type(error).__name__])[0]
+            return ConvertedFile(source_path, "failed", UNREADABLE, detail)
         try:
             midi, removed = strip_text_events(midi)
         except NotMidiError as error:

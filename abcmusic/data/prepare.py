@@ -1,4 +1,4 @@
-"""prepare: a folder of MIDI files -> a tokenized ABC dataset (train/val/test Parquet, vocab.json, manifest.json)."""
+"""prepare: a MIDI folder (local or on object storage) -> a tokenized ABC dataset (Parquet splits, vocab, manifest)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import datetime
 import hashlib
 import json
 import logging
-import os
 import platform
 import random
 import shutil
@@ -22,7 +21,7 @@ from abcmusic.data import dataset_dir
 from abcmusic.data.assemble import build_vocabulary, select_tunes, write_splits
 from abcmusic.data.conversion_job import FileSummary, convert_all
 from abcmusic.data.convert import ConvertLimits
-from abcmusic.data.discover import find_midi_files
+from abcmusic.data.midi_folder import MidiFile, open_midi_folder
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
 from abcmusic.progress import Progress
@@ -37,13 +36,13 @@ CONTENT_MODULES = ("abc/cleaning.py", "data/midi_text.py", "data/convert.py", "d
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    midi_dir: Path
+    midi_dir: str | Path  # a local folder, or an object-storage URI (s3://, gs://, file://) every node reads
     out_dir: Path
     fractions: SplitFractions = field(default_factory=SplitFractions)
     limits: ConvertLimits = field(default_factory=ConvertLimits)
     force: bool = False  # rebuild even when the dataset at out_dir is up to date
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
-    spread_over_nodes: bool = False  # convert on every node: midi_dir and out_dir are on storage all nodes mount
+    spread_over_nodes: bool = False  # convert on every node: a local midi_dir is on storage all nodes mount
 
 
 def _code_version() -> str:
@@ -54,14 +53,13 @@ def _code_version() -> str:
     return digest.hexdigest()[:16]
 
 
-def _fingerprint(config: PrepareConfig, midi_dir: Path, source_paths: list[str], tool_versions: dict) -> str:
+def _fingerprint(config: PrepareConfig, midi_files: list[MidiFile], tool_versions: dict) -> str:
     """Inputs (path, size, mtime), settings, code and tool versions: equal fingerprints, equal datasets."""
     digest = hashlib.sha256()
     digest.update(json.dumps([asdict(config.fractions), asdict(config.limits), _code_version(), tool_versions],
                              sort_keys=True).encode())
-    for path in source_paths:
-        stat = os.stat(midi_dir / path)
-        digest.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    for midi_file in midi_files:
+        digest.update(f"{midi_file.path}\0{midi_file.size}\0{midi_file.mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -73,14 +71,20 @@ def _start_ray(address: str | None, whole_cluster: bool) -> tuple[int, bool]:
 
     started = start_ray(address)
     # prepare draws its own progress line; Ray Data's bars and per-dataset INFO logs would repeat it.
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
     logging.getLogger("ray.data").setLevel(logging.WARNING)
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
     if whole_cluster:
-        return int(ray.cluster_resources().get("CPU", 1)), started
-    this_node = ray.get_runtime_context().get_node_id()
-    node = next(n for n in ray.nodes() if n["NodeID"] == this_node)
-    return int(node["Resources"].get("CPU", 1)), started
+        n_cpus = int(ray.cluster_resources().get("CPU", 1))
+    else:
+        this_node = ray.get_runtime_context().get_node_id()
+        node = next(n for n in ray.nodes() if n["NodeID"] == this_node)
+        n_cpus = int(node["Resources"].get("CPU", 1))
+    # The CPUs the cluster has now: Ray Data would otherwise ask the autoscaler for more nodes when they are busy,
+    # and cluster.yaml's worker nodes are GPU machines.
+    context.execution_options.resource_limits = ray.data.ExecutionResources.for_limits(cpu=n_cpus)
+    return n_cpus, started
 
 
 def ray_version() -> str:
@@ -140,17 +144,15 @@ def judge_split(split_dir: Path, count: int) -> dict:
 def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
     """Build the dataset at `config.out_dir` and return its manifest (an up-to-date one is reused)."""
     started_at = time.monotonic()
-    midi_dir, out_dir = config.midi_dir.resolve(), config.out_dir.resolve()
-    if not midi_dir.is_dir():
-        raise UserError(f"--midi-dir {config.midi_dir} does not exist or is not a folder")
+    midi_folder, out_dir = open_midi_folder(config.midi_dir), config.out_dir.resolve()
+    midi_files = midi_folder.list_midi_files()
+    if not midi_files:
+        raise UserError(f"--midi-dir {config.midi_dir} holds no .mid or .midi files")
+    source_paths = [midi_file.path for midi_file in midi_files]
     tools.require("midi2abc", "abc2midi", "prlimit")
     existing = dataset_dir.check_output_dir(out_dir)
-
-    source_paths = find_midi_files(midi_dir)
-    if not source_paths:
-        raise UserError(f"--midi-dir {config.midi_dir} holds no .mid or .midi files")
     tool_versions = {"midi2abc": tools.version("midi2abc")}
-    fingerprint = _fingerprint(config, midi_dir, source_paths, tool_versions)
+    fingerprint = _fingerprint(config, midi_files, tool_versions)
     if existing is not None and existing.get("fingerprint") == fingerprint and not config.force:
         log(f"{config.out_dir} is up to date with {len(source_paths)} files in {config.midi_dir} (use --force to rebuild)")
         return existing
@@ -162,7 +164,9 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
     ray_started = False
     try:
         ray_start = time.monotonic()
-        n_cpus, ray_started = _start_ray(config.ray_address, config.spread_over_nodes)
+        # Tasks can run on any node when every node reads the MIDI folder: a URI, or a shared mount.
+        spread_over_nodes = config.spread_over_nodes or midi_folder.is_uri
+        n_cpus, ray_started = _start_ray(config.ray_address, spread_over_nodes)
         ray_seconds = time.monotonic() - ray_start
         log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
         parts_dir = staging / "converted"
@@ -170,8 +174,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
         convert_start = time.monotonic()
         progress = Progress(len(source_paths), "midi2abc")
         summaries = []
-        for summary in convert_all(midi_dir, source_paths, parts_dir, config.limits, n_cpus,
-                                   config.spread_over_nodes):
+        for summary in convert_all(midi_folder.location, source_paths, parts_dir, config.limits, n_cpus,
+                                   spread_over_nodes):
             summaries.append(summary)
             progress.update(failed=summary.status == "failed")
         progress.close()
@@ -193,7 +197,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             "format": dataset_dir.DATASET_FORMAT,
             "format_version": dataset_dir.FORMAT_VERSION,
             "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "midi_dir": str(midi_dir),
+            "midi_dir": midi_folder.location,
             "fingerprint": fingerprint,
             "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits)},
             "files": {
@@ -238,9 +242,6 @@ def prepare_to(config: PrepareConfig, out_location: str, log: Callable[[str], No
 
     if not is_uri(out_location):
         return prepare(replace(config, out_dir=Path(out_location)), log)
-    if config.spread_over_nodes:
-        raise UserError("--spread-over-nodes needs --out on storage every node mounts; with an --out URI the "
-                        "dataset is built on this node, then uploaded")
     local_dir = remote.cache_root() / "prepare" / hashlib.sha256(out_location.encode()).hexdigest()[:16]
     manifest = prepare(replace(config, out_dir=local_dir), log)
     existing = remote.read_remote_manifest(out_location)
