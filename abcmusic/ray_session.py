@@ -6,7 +6,7 @@ import os
 import socket
 from typing import Any
 
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 
 
 def check_reachable(address: str) -> None:
@@ -39,8 +39,7 @@ def start_ray(address: str | None, *, local_resources: dict[str, float] | None =
         try:
             ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"cannot connect to the Ray cluster at {target}: {message}") from None
+            raise UserError(f"cannot connect to the Ray cluster at {target}: {first_line(error)}") from None
     else:
         ray.init(resources=local_resources, include_dashboard=include_dashboard, **options)
     return True

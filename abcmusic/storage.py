@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 
 STORAGE_ENV = "ABCMUSIC_STORAGE"  # cluster.yaml sets it once, e.g. s3://bucket/abcmusic
 
@@ -27,4 +27,4 @@ def exists(location: str) -> bool:
         filesystem, path = pyarrow.fs.FileSystem.from_uri(location)
         return filesystem.get_file_info(path).type != pyarrow.fs.FileType.NotFound
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot reach storage {location}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot reach storage {location}: {first_line(error)}") from None

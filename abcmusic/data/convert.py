@@ -14,6 +14,7 @@ from pathlib import Path
 from abcmusic.abc.cleaning import clean_tune
 from abcmusic.data.midi_folder import LocalMidiFolder, MidiTooLarge, UriMidiFolder
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
+from abcmusic.errors import first_line
 
 # Failure reasons, as counted in the manifest.
 NOT_MIDI = "not_midi"
@@ -96,8 +97,7 @@ def convert_file(folder: LocalMidiFolder | UriMidiFolder, source_path: str, work
         except MidiTooLarge as error:
             return ConvertedFile(source_path, "failed", MIDI_TOO_LARGE, f"{error.size} bytes")
         except OSError as error:
-            detail = error.strerror or (str(error).strip().splitlines() or [type(error).__name__])[0]
-            return ConvertedFile(source_path, "failed", UNREADABLE, detail)
+            return ConvertedFile(source_path, "failed", UNREADABLE, error.strerror or first_line(error))
         try:
             midi, removed = strip_text_events(midi)
         except NotMidiError as error:

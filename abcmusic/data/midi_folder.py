@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abcmusic.data.discover import find_midi_files, select_midi_paths
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 from abcmusic.storage import is_uri
 
 
@@ -24,10 +24,6 @@ class MidiTooLarge(Exception):
     def __init__(self, size: int):
         super().__init__(f"{size} bytes")
         self.size = size
-
-
-def _first_line(error: Exception) -> str:
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class LocalMidiFolder:
@@ -64,7 +60,7 @@ class UriMidiFolder:
         try:
             self._filesystem, root = pyarrow.fs.FileSystem.from_uri(location)
         except (OSError, ValueError) as error:
-            raise UserError(f"--midi-dir {location}: cannot open it: {_first_line(error)}") from None
+            raise UserError(f"--midi-dir {location}: cannot open it: {first_line(error)}") from None
         self._prefix = root.rstrip("/") + "/"
 
     def list_midi_files(self) -> list[MidiFile]:
@@ -80,7 +76,7 @@ class UriMidiFolder:
                 raise UserError(f"--midi-dir {self.location} does not exist")
             listing = self._filesystem.get_file_info(pyarrow.fs.FileSelector(root, recursive=True))
         except OSError as error:
-            raise UserError(f"--midi-dir {self.location}: cannot reach it: {_first_line(error)}") from None
+            raise UserError(f"--midi-dir {self.location}: cannot reach it: {first_line(error)}") from None
         files = {info.path[len(self._prefix):]: info for info in listing
                  if info.type == pyarrow.fs.FileType.File and info.path.startswith(self._prefix)}
         return [MidiFile(path, files[path].size, files[path].mtime_ns or 0) for path in select_midi_paths(files)]

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path
 
 from abcmusic.data.dataset_dir import MANIFEST
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 from abcmusic.storage import is_uri
 
 CACHE_ENV = "ABCMUSIC_CACHE"
@@ -30,7 +30,7 @@ def _filesystem(uri: str):
     try:
         return pyarrow.fs.FileSystem.from_uri(uri)
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot open {uri}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot open {uri}: {first_line(error)}") from None
 
 
 def read_remote_manifest(uri: str) -> dict | None:
@@ -41,7 +41,7 @@ def read_remote_manifest(uri: str) -> dict | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as error:
-        raise UserError(f"cannot read {uri}/{MANIFEST}: {str(error).splitlines()[0]}") from None
+        raise UserError(f"cannot read {uri}/{MANIFEST}: {first_line(error)}") from None
     return manifest if isinstance(manifest, dict) and "fingerprint" in manifest else None
 
 

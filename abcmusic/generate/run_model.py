@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 from abcmusic.data.vocab import Vocabulary
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 from abcmusic.models.registry import build_model
 from abcmusic.tracking import mlflow_store
 
@@ -107,9 +107,8 @@ def load_model(uri: str, info: RunInfo, device: torch.device | str = "cpu") -> L
             model = build_model(config["arch"], config["model"])
             model.load_state_dict(state)
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
-            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"the model artifact of run {info.run_id} ({info.run_name}) is missing or corrupt: "
-                            f"{first_line}") from None
+                            f"{first_line(error)}") from None
     if len(vocab) != getattr(model.config, "vocab_size", len(vocab)):
         raise UserError(f"the model artifact of run {info.run_id} is inconsistent: vocabulary of {len(vocab)} "
                         f"tokens, model built for {model.config.vocab_size}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from abcmusic.errors import UserError
+from abcmusic.errors import UserError, first_line
 from abcmusic.train.loop import TrainConfig
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -118,7 +118,7 @@ def load_spec(name_or_path: str) -> SweepSpec:
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise UserError(f"{path}: not valid YAML: {str(error).splitlines()[0]}") from None
+        raise UserError(f"{path}: not valid YAML: {first_line(error)}") from None
     spec = _build(SweepSpec, data, path.name)
     if spec.param_convention not in PARAM_CONVENTIONS:
         raise UserError(f"{path.name}: param_convention must be one of {', '.join(PARAM_CONVENTIONS)}")
