@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,17 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "midi").is_dir():
         pytest.skip(f"real test data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def copy_pop909(shared_data: Path, root: Path, count: int) -> list[Path]:
+    """Copy the first `count` POP909 songs to root/pop909/<song>/ (as they are laid out in the shared data); the
+    source paths, in that order."""
+    pop909 = sorted((shared_data / "midi" / "pop909").glob("*/*.mid"))[:count]
+    for path in pop909:
+        target = root / "pop909" / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    return pop909
 
 
 def cli_env(home: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ import pytest
 
 from abcmusic.data.splits import SplitFractions, assign_split
 from abcmusic.data.vocab import Vocabulary
-from conftest import REPO_ROOT, cli_env, run_cli
+from conftest import REPO_ROOT, cli_env, copy_pop909, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -30,11 +30,7 @@ def corpus(shared_data: Path, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     shutil.copytree(shared_data / "midi" / "multitrack", root / "multitrack")
     shutil.copytree(shared_data / "midi" / "bad", root / "bad")
-    pop909 = sorted((shared_data / "midi" / "pop909").glob("*/*.mid"))[:POP909_SAMPLE]
-    for path in pop909:
-        target = root / "pop909" / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
+    pop909 = copy_pop909(shared_data, root, POP909_SAMPLE)
     nested = root / "deeply" / "nested"
     nested.mkdir(parents=True)
     shutil.copy(pop909[0], nested / "UPPER.MIDI")  # same music as pop909[0] (001/001-v1.mid): a duplicate

@@ -17,7 +17,7 @@ import pytest
 
 from abcmusic.data.convert import ConvertLimits, convert_file
 from abcmusic.data.midi_folder import open_midi_folder
-from conftest import REPO_ROOT, cli_env, run_cli
+from conftest import REPO_ROOT, cli_env, copy_pop909, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -35,11 +35,7 @@ def midi_dir(shared_data: Path, tmp_path_factory) -> Path:
     (root / "bad").mkdir()
     for path in (shared_data / "midi" / "bad").glob("*.mid"):
         shutil.copy(path, root / "bad" / path.name)
-    pop909 = sorted((shared_data / "midi" / "pop909").glob("*/*.mid"))[:12]
-    for path in pop909:
-        target = root / "pop909" / path.parent.name / path.name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(path, target)
+    pop909 = copy_pop909(shared_data, root, 12)
     (root / "deeply" / "nested").mkdir(parents=True)
     shutil.copy(pop909[0], root / "deeply" / "nested" / "UPPER.MIDI")  # a duplicate, found by either listing
     (root / ".hidden").mkdir()
