@@ -40,6 +40,7 @@ FAST_HEALTH_CHECKS = {  # a dead node is declared dead after ~3 s (default ~13 s
 }
 TINY_TRIALS = {"gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0", "lstm-l1-lr0.003-s0"}
 TOKENS_PER_STEP = 8 * 64  # tiny.yaml: batch 8 x context 64
+DRIVER_KILL_TOKENS = 1_000_000
 FAILOVER_TOKENS = 1_500_000  # the 1-layer GPT g1 trains at ~200k tokens/s here: ~8 s, its first checkpoint half way
 
 
@@ -378,8 +379,10 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
     ends its trials on the worker nodes with it; `--resume` on the cluster finishes the rest from the storage."""
     bucket = tmp_path_factory.mktemp("bucket")
     sweep = "mn-driver"
-    arguments = ["--experiment", "tiny", "--address", sim_cluster.address, "--worker-resource", "fake_gpu=1",
-                 "--storage", bucket.as_uri()]
+    # Long enough that the last trial still trains when Tune's saved state (written every ~10 s) first records a
+    # finished one: at tiny.yaml's 20k tokens all three had finished by then.
+    arguments = ["--experiment", "tiny", "--tokens", str(DRIVER_KILL_TOKENS), "--address", sim_cluster.address,
+                 "--worker-resource", "fake_gpu=1", "--storage", bucket.as_uri()]
     log_path = tiny_project / f"{sweep}.log"
     with open(log_path, "w") as log:
         driver = subprocess.Popen([sys.executable, str(REPO_ROOT / "sweep.py"), "--name", sweep, *arguments],
@@ -407,7 +410,7 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
     assert set(runs) == TINY_TRIALS  # one run per trial: none created twice
     for name, run in runs.items():
         assert run.info.status == "FINISHED", name
-        assert run.data.metrics["tokens_seen"] == 20000 // TOKENS_PER_STEP * TOKENS_PER_STEP, name
+        assert run.data.metrics["tokens_seen"] == DRIVER_KILL_TOKENS // TOKENS_PER_STEP * TOKENS_PER_STEP, name
         assert len(client.get_metric_history(run.info.run_id, "final_val_loss")) == 1, f"{name} finished twice"
         for key in ("tokens_seen", "train_loss", "val_loss"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
