@@ -85,15 +85,18 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
     runs = sorted((r for r in client.search_runs([experiment.experiment_id])
                    if r.data.tags["abcmusic.kind"] == "trial"), key=lambda r: r.info.start_time)
     first = min(r.info.start_time for r in runs)
-    lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'train':>8}{'setup':>7}{'eval':>6}{'reports':>8}"
-             f"{'other':>7}"]
+    lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'wait':>7}{'train':>8}{'overhead':>9}{'setup':>7}"
+             f"{'eval':>6}{'reports':>8}{'other':>7}"]
     for r in runs:
         m = r.data.metrics
         run = (r.info.end_time - r.info.start_time) / 1000
-        other = run - m["train_seconds"] - m["setup_seconds"] - m["eval_seconds"] - m["report_seconds"]
+        wait = m.get("resource_wait_seconds", 0.0)  # waiting for a CPU another trial holds: not this trial's cost
+        setup = m["setup_seconds"] - wait
+        other = run - wait - m["train_seconds"] - setup - m["eval_seconds"] - m["report_seconds"]
         lines.append(f"{r.info.run_name:<24}{(r.info.start_time - first) / 1000:>7.1f}"
-                     f"{(r.info.end_time - first) / 1000:>7.1f}{run:>7.1f}{m['train_seconds']:>8.1f}"
-                     f"{m['setup_seconds']:>7.1f}{m['eval_seconds']:>6.1f}{m['report_seconds']:>8.1f}{other:>7.1f}")
+                     f"{(r.info.end_time - first) / 1000:>7.1f}{run:>7.1f}{wait:>7.1f}{m['train_seconds']:>8.1f}"
+                     f"{run - wait - m['train_seconds']:>9.1f}{setup:>7.1f}{m['eval_seconds']:>6.1f}"
+                     f"{m['report_seconds']:>8.1f}{other:>7.1f}")
     wall = (max(r.info.end_time for r in runs) - first) / 1000
     slots = os.cpu_count() // int(runs[0].data.params["cpus_per_worker"])
     trained = sum(r.data.metrics["train_seconds"] for r in runs)

@@ -55,7 +55,9 @@ def test_report_steps_are_log_spaced_and_end_at_the_last_step():
     evals, checkpoints = c.report_steps()
     assert max(evals) == c.steps == 1000 and c.steps in checkpoints
     assert min(evals) <= 20  # the first evaluation comes early: the curve's start is log-spaced
-    assert checkpoints <= evals and len(checkpoints) == 4
+    assert len(evals) == 6 and len(checkpoints) == 4 and 250 in checkpoints and 250 not in evals
+    # evaluations cost the same whatever the step: checkpoints between them do not add any
+    assert evals == {int(round(s)) for s in np.geomspace(10, 1000, 6)}
 
 
 def test_windows_are_inputs_and_next_token_targets():
@@ -74,6 +76,9 @@ def test_training_learns_and_reports_every_evaluation():
     assert val_losses[-1] < 0.5 * np.log(VOCAB) and val_losses[-1] < val_losses[0]
     assert final["tokens_seen"] == config().steps * 16 * 8
     assert sum(s is not None for _, s in reports) == len(config().report_steps()[1])
+    # the last report's own time is in the returned report_seconds, so the last report leaves timings out
+    assert "report_seconds" in reports[0][0] and "report_seconds" not in reports[-1][0]
+    assert final["report_seconds"] > reports[-2][0]["report_seconds"]
 
 
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result():

@@ -149,7 +149,8 @@ def trial_params(planned: PlannedTrial, spec: SweepSpec, data_location: str, dat
 
 
 RAY_ENV_FOR_TRIALS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",
-                      "RAY_TRAIN_ENABLE_PRINT_PATCH", "MLFLOW_DISABLE_TELEMETRY")
+                      "RAY_TRAIN_ENABLE_PRINT_PATCH", "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S",
+                      "MLFLOW_DISABLE_TELEMETRY")
 
 
 def _set_ray_environment(joined: bool) -> None:
@@ -160,6 +161,9 @@ def _set_ray_environment(joined: bool) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     # Train's print patch sends a worker's print to both its logger and stdout: every progress line came twice.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    # A trial whose workers wait for CPUs or GPUs held by other trials (or for nodes the autoscaler is adding)
+    # keeps its placement-group request: Train's default gives up after 60 s and starts over, and logs it.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(7 * 24 * 3600))
     if not joined:
         # A local Ray's node is never preempted; the watcher would cost every trial one more actor process.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")

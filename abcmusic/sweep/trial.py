@@ -89,6 +89,7 @@ def train_worker(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
     setup_seconds = time.time() - config["trial_started_at"]  # trial start to the first step: Ray, data, model
+    wait_seconds = resource_wait_seconds()
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
                   world_size=world_size, resume_state=resume_state)
     # Measured after training, not during start-up, when other trials' start-ups compete for the cores.
@@ -102,6 +103,7 @@ def train_worker(config: dict[str, Any]) -> None:
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
                      "setup_seconds": setup_seconds, "peak_flops": peak_flops,
+                     **({"resource_wait_seconds": wait_seconds} if wait_seconds is not None else {}),
                      # MFU over all workers: model FLOPs per second against the summed peak of their devices
                      "mfu": flops_per_token * final["tokens_per_s"] / (peak_flops * world_size)}
     if relay is not None:
@@ -117,6 +119,16 @@ def train_worker(config: dict[str, Any]) -> None:
         # Waits for everything this worker sent before it, and fails the trial if any of it failed to log.
         ray.get(relay.log_files.remote(run_id, files, "model"))
     ray.train.report(final_metrics)
+
+
+def resource_wait_seconds() -> float | None:
+    """How long this worker group's placement group waited for its CPUs/GPUs (held by other trials, or nodes not
+    yet added): part of set-up on the clock, but no cost of the trial's own."""
+    from ray.util.placement_group import get_current_placement_group, placement_group_table
+
+    group = get_current_placement_group()
+    latency = placement_group_table(group).get("stats", {}).get("end_to_end_creation_latency_ms") if group else None
+    return None if latency is None else latency / 1000
 
 
 def run_trial(config: dict[str, Any]) -> None:

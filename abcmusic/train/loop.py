@@ -35,7 +35,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     precision: str = "fp32"
     eval_points: int = 8  # validation evaluations at log-spaced token counts, the last at the end
-    checkpoints: int = 10  # evenly spaced checkpoints (each with a validation loss) on top of the eval points
+    checkpoints: int = 10  # evenly spaced checkpoints; the last, at the end, also has the final validation loss
     eval_batches: int = 8
     log_every_steps: int = 0  # progress reports between evaluations; 0: about 20 per trial
     early_stopping_patience: int = 0  # stop after this many evaluations without a new best val loss; 0: never
@@ -74,11 +74,12 @@ class TrainConfig:
         return min_lr + 0.5 * (self.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
 
     def report_steps(self) -> tuple[set[int], set[int]]:
-        """(steps after which to evaluate, of those the ones that also checkpoint); steps count from 1."""
+        """(steps after which to evaluate: log-spaced, steps after which to checkpoint: evenly spaced); both end at
+        the last step; steps count from 1."""
         steps = self.steps
         log_spaced = {int(round(s)) for s in np.geomspace(max(1, steps / 100), steps, self.eval_points)}
         even = {max(1, round(steps * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)}
-        return log_spaced | even | {steps}, even | {steps}
+        return log_spaced | {steps}, even | {steps}
 
 
 def window_batch(stream: np.ndarray, starts: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +209,8 @@ def train(
         metrics = {"step": step, "tokens_seen": tokens_seen, "train_loss": loss_sum / accumulation, "lr": lr,
                    "grad_norm": grad_norm, "tokens_per_s": tokens_this_run / max(train_seconds, 1e-9)}
         state = None
-        if step in eval_at or (config.early_stopping_patience and step % eval_every == 0):
+        evaluating = step in eval_at or bool(config.early_stopping_patience and step % eval_every == 0)
+        if evaluating:
             eval_start = time.perf_counter()
             metrics["val_loss"] = evaluate(model, val_stream, eval_windows, config.context, device, config.precision)
             eval_seconds += time.perf_counter() - eval_start
@@ -220,13 +222,16 @@ def train(
                 metrics["early_stopped"] = 1
                 checkpoint_at = checkpoint_at | {step}
                 stop = True
-            if step in checkpoint_at:
-                state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                         "generator": _gather_generator_states(generator, world_size),
-                         "metrics": {k: float(v) for k, v in metrics.items()}}
-        elif step % log_every:
+        if step in checkpoint_at:
+            state = {"model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                     "generator": _gather_generator_states(generator, world_size),
+                     "metrics": {k: float(v) for k, v in metrics.items()}}
+        elif not evaluating and step % log_every:
             continue
-        metrics |= {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "report_seconds": report_seconds}
+        if step < config.steps and not stop:
+            # At the last step the timings are left to the returned metrics, which also count this last report.
+            metrics |= {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                        "report_seconds": report_seconds}
         report_start = time.perf_counter()
         report(metrics, state)
         report_seconds += time.perf_counter() - report_start
