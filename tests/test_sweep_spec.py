@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import pytest
 
 from abcmusic.errors import UserError
+from abcmusic.sweep import driver
 from abcmusic.sweep.driver import best_lr_points, check_splits_fit_context, plan, trial_resources
 from abcmusic.sweep.spec import build_grid, load_spec
 
@@ -96,3 +98,21 @@ def test_a_split_shorter_than_one_context_window_is_refused(tmp_path):
     check_splits_fit_context(manifest, 64, tmp_path)
     with pytest.raises(UserError, match="the val split .* 103 tokens"):
         check_splits_fit_context(manifest, 128, tmp_path)
+
+
+
+def test_ray_settings_keep_the_users_and_reach_the_trials(monkeypatch):
+    for name in driver.RAY_ENV_FOR_TRIALS + ("RAY_DEDUP_LOGS",):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "1.5")
+    before = set(os.environ)
+    driver._set_ray_environment(joined=False)
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "1.5"  # a user's own value stays
+    assert float(os.environ["RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"]) >= 24 * 3600  # queued trials keep waiting
+    assert os.environ["RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"] == "0"
+    # Train's controllers and workers read these from their own environment: each one set here is forwarded
+    assert {n for n in set(os.environ) - before if n.startswith("RAY_TRAIN_")} <= set(driver.RAY_ENV_FOR_TRIALS)
+
+    monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
+    driver._set_ray_environment(joined=True)
+    assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ  # a cluster's nodes can be preempted
