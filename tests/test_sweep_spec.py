@@ -116,3 +116,16 @@ def test_ray_settings_keep_the_users_and_reach_the_trials(monkeypatch):
     monkeypatch.delenv("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")
     driver._set_ray_environment(joined=True)
     assert "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER" not in os.environ  # a cluster's nodes can be preempted
+
+
+def test_a_local_ray_runs_as_many_trials_as_its_scarcest_resource_holds():
+    cpu_only = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "custom_per_worker": {}}
+    assert driver.concurrent_trials({"CPU": 2.0}, cpu_only) == 2
+    assert driver.concurrent_trials({"CPU": 1.0}, cpu_only | {"cpus_per_worker": 4}) == 1  # never zero
+    one_gpu = {"workers": 1, "cpus_per_worker": 4, "gpus_per_worker": 1, "custom_per_worker": {}}
+    # a 1-GPU workstation: one trial trains, one more starts its processes and waits for the GPU
+    assert driver.concurrent_trials({"CPU": 64.0, "GPU": 1.0}, one_gpu) == 2
+    assert driver.concurrent_trials({"CPU": 64.0, "GPU": 8.0}, one_gpu) == 9
+    assert driver.concurrent_trials({"CPU": 8.0, "GPU": 8.0}, one_gpu) == 2  # the CPUs are scarcer
+    ddp = {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0.5, "custom_per_worker": {"fake_gpu": 1}}
+    assert driver.concurrent_trials({"CPU": 16.0, "GPU": 3.0, "fake_gpu": 2.0}, ddp) == 2

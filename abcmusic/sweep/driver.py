@@ -134,6 +134,23 @@ def trial_resources(spec: SweepSpec, cluster: dict[str, float], can_scale_up: bo
             "custom_per_worker": dict(r.worker_resources)}
 
 
+def concurrent_trials(cluster: dict[str, float], resources: dict[str, Any]) -> int:
+    """How many trials a fixed set of resources (a local Ray) runs at once: as many as its CPUs hold when trials
+    need nothing else; when they also need GPUs (or custom resources), as many as those hold plus one, whose
+    processes start while the others train (the CPUs are not all busy then) and which takes the first GPU freed.
+    More would only start trials that hold processes and memory while they wait for their workers' placement."""
+    workers = resources["workers"]
+    per_trial = {"GPU": workers * resources["gpus_per_worker"],
+                 **{name: workers * amount for name, amount in resources["custom_per_worker"].items()}}
+
+    def fits(name: str, amount: float) -> int:
+        return int(cluster.get(name, 0) / amount + 1e-9)
+
+    cpu_slots = fits("CPU", workers * resources["cpus_per_worker"])
+    scarce = [fits(name, amount) for name, amount in per_trial.items() if amount > 0]
+    return max(1, min([cpu_slots] + [slots + 1 for slots in scarce]))
+
+
 def trial_params(planned: PlannedTrial, spec: SweepSpec, data_location: str, dataset_hash: str,
                  resources: dict[str, Any]) -> dict:
     trial = planned.trial
@@ -233,7 +250,10 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
             param_space=common | {"item": tune.grid_search(trial_configs)},
             # Reusing the trial actor saves each later trial a process start (~5 s of imports on a small machine).
             tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
-                                        reuse_actors=True),
+                                        reuse_actors=True,
+                                        # a cluster's autoscaler adds nodes for the trials that wait
+                                        max_concurrent_trials=None if joined else concurrent_trials(cluster,
+                                                                                                    resources)),
             run_config=tune.RunConfig(name=options.name, storage_path=storage, verbose=1),
         )
     results = tuner.fit()
