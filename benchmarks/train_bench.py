@@ -31,8 +31,7 @@ from abcmusic.data.token_stream import load_token_stream, open_dataset  # noqa: 
 from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
 from abcmusic.sweep.spec import load_spec  # noqa: E402
 from abcmusic.sweep.trial import model_config  # noqa: E402
-from abcmusic.sweep.driver import train_config  # noqa: E402
-from abcmusic.sweep.spec import build_grid  # noqa: E402
+from abcmusic.sweep.spec import build_grid, train_config  # noqa: E402
 from abcmusic.train.loop import train  # noqa: E402
 from abcmusic.train.throughput import measure_peak_flops  # noqa: E402
 

@@ -21,10 +21,9 @@ from abcmusic.storage import STORAGE_ENV, is_uri
 from abcmusic.storage import exists as storage_exists
 from abcmusic.storage import join as storage_join
 from abcmusic.sweep.mlflow_relay import start_relay
-from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
+from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash, train_config
 from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
-from abcmusic.train.loop import TrainConfig
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 
@@ -51,17 +50,6 @@ class PlannedTrial:
     params_non_embedding: int
     tokens: int
     flops: float
-
-
-def train_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
-    t = spec.train
-    return TrainConfig(
-        tokens=t.tokens, context=t.context, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size,
-        lr=trial.lr, min_lr_fraction=t.min_lr_fraction, warmup_fraction=t.warmup_fraction,
-        weight_decay=t.weight_decay, grad_clip=t.grad_clip, precision=trial.precision, eval_points=t.eval_points,
-        checkpoints=t.checkpoints, eval_batches=t.eval_batches, early_stopping_patience=t.early_stopping_patience,
-        seed=trial.seed,
-    )
 
 
 def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[PlannedTrial]:

@@ -138,3 +138,15 @@ def build_grid(spec: SweepSpec) -> list[Trial]:
                 for seed in range(spec.seeds):
                     trials.append(Trial(arch, size, dict(fields), arch_spec.precision, lr, seed))
     return trials
+
+
+def train_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
+    """The training loop's config for one trial of the spec."""
+    t = spec.train
+    return TrainConfig(
+        tokens=t.tokens, context=t.context, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size,
+        lr=trial.lr, min_lr_fraction=t.min_lr_fraction, warmup_fraction=t.warmup_fraction,
+        weight_decay=t.weight_decay, grad_clip=t.grad_clip, precision=trial.precision, eval_points=t.eval_points,
+        checkpoints=t.checkpoints, eval_batches=t.eval_batches, early_stopping_patience=t.early_stopping_patience,
+        seed=trial.seed,
+    )
