@@ -17,6 +17,16 @@ def join(base: str, *names: str) -> str:
     return "/".join([base.rstrip("/"), *names]) if is_uri(base) else str(Path(base).joinpath(*names))
 
 
+def open_filesystem(uri: str, failure: str):
+    """pyarrow's (filesystem, path) for a URI; a UserError "<failure>: <why>" when pyarrow cannot open it."""
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (OSError, ValueError) as error:
+        raise UserError(f"{failure}: {first_line(error)}") from None
+
+
 def exists(location: str) -> bool:
     """Whether a file or folder is at a local path or a URI (s3://, gs://, file://, ...)."""
     if not is_uri(location):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from abcmusic.data.discover import find_midi_files, select_midi_paths
 from abcmusic.errors import UserError, first_line
-from abcmusic.storage import is_uri
+from abcmusic.storage import is_uri, open_filesystem
 
 
 @dataclass(frozen=True)
@@ -54,13 +54,8 @@ class UriMidiFolder:
     is_uri = True
 
     def __init__(self, location: str):
-        import pyarrow.fs
-
         self.location = location
-        try:
-            self._filesystem, root = pyarrow.fs.FileSystem.from_uri(location)
-        except (OSError, ValueError) as error:
-            raise UserError(f"--midi-dir {location}: cannot open it: {first_line(error)}") from None
+        self._filesystem, root = open_filesystem(location, f"--midi-dir {location}: cannot open it")
         self._prefix = root.rstrip("/") + "/"
 
     def list_midi_files(self) -> list[MidiFile]:

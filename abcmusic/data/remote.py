@@ -15,7 +15,7 @@ from pathlib import Path
 
 from abcmusic.data.dataset_dir import MANIFEST
 from abcmusic.errors import UserError, first_line
-from abcmusic.storage import is_uri
+from abcmusic.storage import is_uri, open_filesystem
 
 CACHE_ENV = "ABCMUSIC_CACHE"
 
@@ -25,12 +25,7 @@ def cache_root() -> Path:
 
 
 def _filesystem(uri: str):
-    import pyarrow.fs
-
-    try:
-        return pyarrow.fs.FileSystem.from_uri(uri)
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot open {uri}: {first_line(error)}") from None
+    return open_filesystem(uri, f"cannot open {uri}")
 
 
 def read_remote_manifest(uri: str) -> dict | None:
