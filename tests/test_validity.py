@@ -214,8 +214,9 @@ def test_real_midi_converted_by_the_pipeline_is_mostly_valid(shared_data: Path, 
     from abcmusic.data.midi_folder import open_midi_folder
 
     root = shared_data / "midi"
+    folder = open_midi_folder(root)
     paths = [path for path in find_midi_files(root) if not path.startswith("bad/")]
-    converted = [convert_file(open_midi_folder(root), path, tmp_path, ConvertLimits()) for path in paths[:: len(paths) // 20][:20]]
+    converted = [convert_file(folder, path, tmp_path, ConvertLimits()) for path in paths[:: len(paths) // 20][:20]]
     tunes = [result.abc for result in converted if result.status == "ok"]
     assert len(tunes) >= 15
     verdicts = validate_tunes(tunes)

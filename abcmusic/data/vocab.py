@@ -64,8 +64,12 @@ class Vocabulary:
             "unknown": UNKNOWN,
         }
 
+    def dumps(self) -> str:
+        """The text of vocab.json."""
+        return json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n"
+
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_json(), indent=1, ensure_ascii=True) + "\n")
+        path.write_text(self.dumps())
 
     @classmethod
     def load(cls, path: Path) -> "Vocabulary":

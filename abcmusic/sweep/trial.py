@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import tempfile
@@ -109,13 +110,12 @@ def train_worker(config: dict[str, Any]) -> None:
     if relay is not None:
         relay.log_metrics.remote(run_id, final_metrics, step=final["tokens_seen"])
         raw_model = model.module if hasattr(model, "module") else model
-        with tempfile.TemporaryDirectory() as directory:
-            torch.save(raw_model.state_dict(), Path(directory) / "model.pt")
-            (Path(directory) / "config.json").write_text(json.dumps(
-                {"arch": trial.arch, "size": trial.size, "model": dataclasses.asdict(architecture_config),
-                 "train": dataclasses.asdict(train_config)}, indent=1) + "\n")
-            vocab.save(Path(directory) / "vocab.json")
-            files = {path.name: path.read_bytes() for path in Path(directory).iterdir()}
+        weights = io.BytesIO()
+        torch.save(raw_model.state_dict(), weights)
+        files = {"model.pt": weights.getvalue(), "vocab.json": vocab.dumps().encode(),
+                 "config.json": (json.dumps({"arch": trial.arch, "size": trial.size,
+                                             "model": dataclasses.asdict(architecture_config),
+                                             "train": dataclasses.asdict(train_config)}, indent=1) + "\n").encode()}
         # Waits for everything this worker sent before it, and fails the trial if any of it failed to log.
         ray.get(relay.log_files.remote(run_id, files, "model"))
     ray.train.report(final_metrics)
