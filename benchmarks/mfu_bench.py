@@ -26,6 +26,8 @@ sys.path.insert(0, str(REPO_ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from abcmusic.cli import run_cli  # noqa: E402
+from abcmusic.errors import UserError  # noqa: E402
 from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
 from abcmusic.sweep.spec import build_grid, load_spec, train_config  # noqa: E402
 from abcmusic.sweep.trial import model_config  # noqa: E402
@@ -46,7 +48,7 @@ def tokens_per_second(arch: str, model_fields: dict, config, device: torch.devic
     return rate
 
 
-def main() -> None:
+def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="paper")
     parser.add_argument("--arch", default="gpt,lstm")
@@ -56,7 +58,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed steps per size")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first")
     parser.add_argument("--compare-fp32", action="store_true", help="also train mixed-precision sizes in fp32")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     device = torch.device(args.device)
     spec = load_spec(args.experiment)
@@ -65,7 +67,7 @@ def main() -> None:
     trials = [t for t in build_grid(spec) if t.arch in archs and (sizes is None or t.size in sizes)
               and t.seed == 0 and t.lr == spec.train.lrs[0]]
     if not trials:
-        sys.exit(f"no size of {args.experiment} matches --arch {args.arch} --sizes {args.sizes}")
+        raise UserError(f"no size of {args.experiment} matches --arch {args.arch} --sizes {args.sizes}")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
     print(f"{args.experiment}: batch {spec.train.batch_size} x context {spec.train.context}, vocab {args.vocab}, "
           f"{args.warmup} warm-up + {args.steps} timed steps per size; {where}; torch {torch.__version__}")
@@ -99,7 +101,8 @@ def main() -> None:
         speedup = f"{rate / fp32:.2f}x" if fp32 and precision != "fp32" else ""
         print(f"{arch:<5} {size:<11} {params:>11,} {precision:<5} {rate:>11,.0f} {flops / 1e12:>8.2f} {mfu:>6.1%} "
               f"{memory:>6.2f}  {speedup}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli("mfu_bench.py", main, sys.argv[1:]))
