@@ -29,6 +29,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-new-tokens", type=int, default=2048,
                         help="token limit per sample; a sample that reaches it is reported as truncated "
                              "(default: %(default)s)")
+    parser.add_argument("--lead-in", type=int, default=32, metavar="TOKENS",
+                        help="each sample starts after the last TOKENS tokens of a tune the model writes first and "
+                             "that is discarded, as every tune began in training: after another one's end "
+                             "(default: %(default)s; 0 starts cold at the separator)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same samples (default: 0)")
     parser.add_argument("--out", type=Path, help="output folder (default: results/SWEEP/samples/RUN_NAME)")
     parser.add_argument("--audio", action="store_true", help="also render each valid sample to WAV "
@@ -46,6 +50,8 @@ def main(argv: list[str]) -> int:
     num = args.num if args.num is not None else (100 if args.sweep else 12)
     if num < 1:
         raise UserError("--num must be at least 1")
+    if args.lead_in != 0 and args.lead_in < 2:
+        raise UserError("--lead-in must be 0 (start cold at the separator) or at least 2 tokens")
     if args.prompts is not None and not args.prompts.is_file():
         raise UserError(f"prompts file {args.prompts} not found")
     try:
@@ -54,8 +60,8 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         raise UserError(str(error)) from None
     options = GenerateOptions(project_dir=Path.cwd(), run=args.run, sweep=args.sweep or args.experiment, num=num,
-                              prompts_file=args.prompts, sampling=sampling, out=args.out, audio=args.audio,
-                              render=not args.sweep)
+                              prompts_file=args.prompts, sampling=sampling, lead_in=args.lead_in, out=args.out,
+                              audio=args.audio, render=not args.sweep)
     if args.sweep:
         run_sweep_generate(options)
     else:

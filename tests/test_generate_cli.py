@@ -97,9 +97,16 @@ def test_same_seed_same_samples_other_seed_other_samples(tiny_sweep, tiny_projec
     again = run_cli("generate.py", *common, "--out", str(tiny_project / "gen-again"), cwd=tiny_project)
     other = run_cli("generate.py", *common, "--seed", "7", "--out", str(tiny_project / "gen-seed7"),
                     cwd=tiny_project)
-    assert again.returncode == 0 and other.returncode == 0, (again.stderr[-2000:], other.stderr[-2000:])
+    cold = run_cli("generate.py", *common, "--lead-in", "0", "--out", str(tiny_project / "gen-cold"),
+                   cwd=tiny_project)
+    for result in (again, other, cold):
+        assert result.returncode == 0, result.stderr[-2000:]
     assert sample_texts(tiny_project / "gen-again") == sample_texts(out)
     assert sample_texts(tiny_project / "gen-seed7") != sample_texts(out)
+    # The lead-in is context, not text: without it the same seed starts cold at the separator and draws others.
+    assert sample_texts(tiny_project / "gen-cold") != sample_texts(out)
+    for folder, lead_in in ((out, 32), (tiny_project / "gen-cold", 0)):
+        assert json.loads((folder / "metrics.json").read_text())["sampling"]["lead_in"] == lead_in
 
 
 def test_prompts_file_starts_every_conditional_sample(tiny_sweep, tiny_project):
@@ -158,6 +165,7 @@ def test_a_corrupt_model_artifact_is_one_line_and_exit_2(tiny_sweep, tiny_projec
     (["--num", "0"], "--num must be at least 1"),
     (["--top-k", "0"], "top_k must be an integer of at least 1"),
     (["--prompts", "missing.abc"], "prompts file missing.abc not found"),
+    (["--lead-in", "1"], "--lead-in must be 0 (start cold at the separator) or at least 2 tokens"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tiny_sweep, tiny_project, args, message):
     result = run_cli("generate.py", *args, cwd=tiny_project)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from abcmusic.generate.sampling import Sample, SamplingConfig, sample, window_start
+from abcmusic.generate.sampling import Sample, SamplingConfig, lead_ins, sample, window_start
 from abcmusic.models.gpt import GPT, GPTConfig, KVCache
 from abcmusic.models.lstm import LSTMConfig, LSTMModel
 
@@ -202,6 +202,41 @@ def test_results_keep_the_prompts_order_across_groups_and_chunks() -> None:
             probs = torch.softmax(model(torch.tensor([tokens]))[0][:, -1], dim=-1)
             tokens.append(torch.multinomial(probs, 1, generator=generator).item())
     assert alone.new_ids == tuple(tokens[4:])
+
+
+# Lead-ins
+
+
+@pytest.mark.parametrize("make_model", [peaky_gpt, peaky_lstm], ids=["gpt", "lstm"])
+def test_lead_ins_are_the_end_of_a_tune_the_model_wrote(make_model) -> None:
+    model = make_model()
+    config = SamplingConfig(max_new_tokens=30, seed=4)
+    contexts, drawn = lead_ins(model, 6, SEP, config, keep=5)
+    # The same tunes drawn directly with the lead-ins' seed: each context is the last 5 tokens of
+    # [separator] + tune + [separator], closed with a separator even where the tune hit the limit.
+    tunes = sample(model, [[SEP]] * 6, SEP, SamplingConfig(max_new_tokens=30, seed=5))
+    assert contexts == [((SEP,) + t.new_ids + (SEP,))[-5:] for t in tunes]
+    assert drawn == sum(len(t.new_ids) + (not t.truncated) for t in tunes)
+    assert all(c[-1] == SEP and len(c) <= 5 for c in contexts)
+    assert any(len(t.new_ids) >= 4 for t in tunes), "the check above needs tunes longer than the kept tokens"
+    assert lead_ins(model, 6, SEP, config, keep=5) == (contexts, drawn)
+
+
+def test_a_lead_in_that_reaches_the_limit_is_closed_with_a_separator() -> None:
+    contexts, drawn = lead_ins(gpt_with_separator_logit(-50.0), 3, SEP, SamplingConfig(max_new_tokens=7), keep=4)
+    assert drawn == 21
+    assert all(len(c) == 4 and c[-1] == SEP and SEP not in c[:-1] for c in contexts)
+
+
+def test_a_tune_shorter_than_the_lead_in_keeps_its_opening_separator() -> None:
+    contexts, drawn = lead_ins(gpt_with_separator_logit(50.0), 2, SEP, SamplingConfig(max_new_tokens=7), keep=8)
+    assert contexts == [(SEP, SEP)] * 2 and drawn == 2
+
+
+@pytest.mark.parametrize("keep", [0, 1, True, 2.5])
+def test_a_lead_in_keeps_at_least_two_tokens(keep) -> None:
+    with pytest.raises(ValueError, match="at least 2 tokens"):
+        lead_ins(peaky_gpt(), 1, SEP, SamplingConfig(), keep=keep)
 
 
 def test_sampling_restores_training_mode() -> None:

@@ -26,7 +26,7 @@ from abcmusic.generate import html_report
 from abcmusic.generate.prompts import encode_prompt, header_and_first_bar, read_prompts_file, split_tunes
 from abcmusic.generate.render import audio_renderer, render_svg, render_wav
 from abcmusic.generate.run_model import LoadedModel, RunInfo, find_run, finished_runs_with_models, load_model
-from abcmusic.generate.sampling import SamplingConfig, sample
+from abcmusic.generate.sampling import SamplingConfig, lead_ins, sample
 from abcmusic.tools import require
 from abcmusic.tracking import mlflow_store
 
@@ -41,6 +41,7 @@ class GenerateOptions:
     num: int = 12  # half unconditional (rounded up), half conditional
     prompts_file: Path | None = None
     sampling: SamplingConfig = SamplingConfig(max_new_tokens=2048, temperature=1.0)
+    lead_in: int = 32  # tokens of a model-written tune ending each sample starts after; 0 starts cold (sampling.py)
     out: Path | None = None
     audio: bool = False
     reference_tunes: int = 200  # real test tunes judged by the same validator, for the reference rate
@@ -90,18 +91,25 @@ def conditional_prompts(options: GenerateOptions, loaded: LoadedModel, dataset: 
 
 
 def draw_samples(loaded: LoadedModel, prompts: list[str], n_unconditional: int, config: SamplingConfig,
-                 device: str) -> list[tuple[str, str, str, int, bool]]:
-    """(kind, prompt, text, new tokens, truncated) per sample: unconditional ones start at the separator."""
+                 device: str, lead_in: int) -> tuple[list[tuple[str, str, str, int, bool]], int]:
+    """(kind, prompt, text, new tokens, truncated) per sample, and the tokens drawn in all (lead-ins included).
+    Unconditional samples start at the separator, after a lead-in of `lead_in` tokens when it is not 0 (the
+    lead-in is context only, never part of the text)."""
     vocab = loaded.vocab
     token_prompts = [[vocab.separator_id]] * n_unconditional + [
         encode_prompt(p, vocab, f"prompt {i + 1}") for i, p in enumerate(prompts)]
+    lead_in_tokens = 0
+    if lead_in:
+        contexts, lead_in_tokens = lead_ins(loaded.model, len(token_prompts), vocab.separator_id, config, lead_in,
+                                            device=device)
+        token_prompts = [[*context, *prompt[1:]] for context, prompt in zip(contexts, token_prompts)]
     drawn = sample(loaded.model, token_prompts, vocab.separator_id, config, device=device)
     out = []
     for i, one in enumerate(drawn):
         prompt = "" if i < n_unconditional else prompts[i - n_unconditional]
         kind = "unconditional" if i < n_unconditional else "conditional"
         out.append((kind, prompt, prompt + vocab.decode(one.new_ids), len(one.new_ids), one.truncated))
-    return out
+    return out, lead_in_tokens + sum(len(one.new_ids) + (not one.truncated) for one in drawn)
 
 
 def judge(texts: list[str], midi_paths: list[Path | None], timeout_s: float = 10.0) -> list[Verdict]:
@@ -194,7 +202,7 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
     n_unconditional, n_conditional = split_counts(options.num)
     prompts = conditional_prompts(options, loaded, local_dataset(loaded.run.dataset), n_conditional)
     started = time.perf_counter()
-    drawn = draw_samples(loaded, prompts, n_unconditional, options.sampling, device)
+    drawn, tokens_drawn = draw_samples(loaded, prompts, n_unconditional, options.sampling, device, options.lead_in)
     sampling_seconds = time.perf_counter() - started
     width = len(str(len(drawn)))
     names = [f"sample_{i:0{width}d}" for i in range(1, len(drawn) + 1)]
@@ -203,10 +211,10 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
     samples = [GeneratedSample(i + 1, kind, prompt, text, new_tokens, truncated, verdict)
                for i, ((kind, prompt, text, new_tokens, truncated), verdict) in enumerate(zip(drawn, verdicts))]
     metrics = sample_metrics(samples, reference) | {
-        "sampling_tokens_per_s": sum(s.new_tokens for s in samples) / max(sampling_seconds, 1e-9)}
+        "sampling_tokens_per_s": tokens_drawn / max(sampling_seconds, 1e-9)}
     write_samples_text(out_dir / "generated_samples.txt", loaded.run, samples, metrics)
     (out_dir / "metrics.json").write_text(json.dumps(
-        {"run": dataclasses.asdict(loaded.run), "sampling": dataclasses.asdict(options.sampling),
+        {"run": dataclasses.asdict(loaded.run), "sampling": dataclasses.asdict(options.sampling) | {"lead_in": options.lead_in},
          "metrics": metrics, "invalid_reasons": reason_counts(verdicts)}, indent=1) + "\n")
     if options.render:
         renderer = audio_renderer() if options.audio else None
