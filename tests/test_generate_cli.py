@@ -105,8 +105,10 @@ def test_same_seed_same_samples_other_seed_other_samples(tiny_sweep, tiny_projec
     assert sample_texts(tiny_project / "gen-seed7") != sample_texts(out)
     # The lead-in is context, not text: without it the same seed starts cold at the separator and draws others.
     assert sample_texts(tiny_project / "gen-cold") != sample_texts(out)
-    for folder, lead_in in ((out, 32), (tiny_project / "gen-cold", 0)):
+    for folder, lead_in, said in ((out, 32, "after the last 32 tokens of a tune the model wrote first"),
+                                  (tiny_project / "gen-cold", 0, "cold at the separator")):
         assert json.loads((folder / "metrics.json").read_text())["sampling"]["lead_in"] == lead_in
+        assert f"# each sample starts {said}" in (folder / "generated_samples.txt").read_text()
 
 
 def test_prompts_file_starts_every_conditional_sample(tiny_sweep, tiny_project):

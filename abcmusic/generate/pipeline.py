@@ -177,12 +177,16 @@ def sample_metrics(samples: list[GeneratedSample], reference: Reference) -> dict
     return metrics
 
 
-def write_samples_text(path: Path, info: RunInfo, samples: list[GeneratedSample], metrics: dict[str, float]) -> None:
+def write_samples_text(path: Path, info: RunInfo, samples: list[GeneratedSample], metrics: dict[str, float],
+                       lead_in: int) -> None:
+    start = (f"after the last {lead_in} tokens of a tune the model wrote first (not shown)" if lead_in
+             else "cold at the separator")
     lines = [f"# {len(samples)} samples from run {info.run_id} ({info.run_name}: {info.arch} {info.size}, "
              f"final val loss {info.final_val_loss:.4f}, sweep {info.experiment_name})",
              f"# valid (abc2midi-playable): {metrics['n_valid']:.0f}/{len(samples)} = "
              f"{metrics['valid_fraction']:.1%}; real test tunes, same validator: {metrics['test_valid_fraction']:.1%}"
-             f" of {metrics['test_tunes_judged']:.0f}", ""]
+             f" of {metrics['test_tunes_judged']:.0f}",
+             f"# each sample starts {start}", ""]
     for s in samples:
         verdict = "valid" if s.verdict.valid else "INVALID: " + "; ".join(s.verdict.reasons)
         lines += [f"=== sample {s.number}: {s.kind}, {len(s.text)} characters ({s.new_tokens} generated"
@@ -212,7 +216,7 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
                for i, ((kind, prompt, text, new_tokens, truncated), verdict) in enumerate(zip(drawn, verdicts))]
     metrics = sample_metrics(samples, reference) | {
         "sampling_tokens_per_s": tokens_drawn / max(sampling_seconds, 1e-9)}
-    write_samples_text(out_dir / "generated_samples.txt", loaded.run, samples, metrics)
+    write_samples_text(out_dir / "generated_samples.txt", loaded.run, samples, metrics, options.lead_in)
     (out_dir / "metrics.json").write_text(json.dumps(
         {"run": dataclasses.asdict(loaded.run), "sampling": dataclasses.asdict(options.sampling) | {"lead_in": options.lead_in},
          "metrics": metrics, "invalid_reasons": reason_counts(verdicts)}, indent=1) + "\n")
