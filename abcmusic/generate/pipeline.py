@@ -109,7 +109,7 @@ def draw_samples(loaded: LoadedModel, prompts: list[str], n_unconditional: int, 
         prompt = "" if i < n_unconditional else prompts[i - n_unconditional]
         kind = "unconditional" if i < n_unconditional else "conditional"
         out.append((kind, prompt, prompt + vocab.decode(one.new_ids), len(one.new_ids), one.truncated))
-    return out, lead_in_tokens + sum(len(one.new_ids) + (not one.truncated) for one in drawn)
+    return out, lead_in_tokens + sum(one.drawn_tokens for one in drawn)
 
 
 def judge(texts: list[str], midi_paths: list[Path | None], timeout_s: float = 10.0) -> list[Verdict]:
@@ -218,8 +218,9 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
         "sampling_tokens_per_s": tokens_drawn / max(sampling_seconds, 1e-9)}
     write_samples_text(out_dir / "generated_samples.txt", loaded.run, samples, metrics, options.lead_in)
     (out_dir / "metrics.json").write_text(json.dumps(
-        {"run": dataclasses.asdict(loaded.run), "sampling": dataclasses.asdict(options.sampling) | {"lead_in": options.lead_in},
-         "metrics": metrics, "invalid_reasons": reason_counts(verdicts)}, indent=1) + "\n")
+        {"run": dataclasses.asdict(loaded.run),
+         "sampling": dataclasses.asdict(options.sampling) | {"lead_in": options.lead_in}, "metrics": metrics,
+         "invalid_reasons": reason_counts(verdicts)}, indent=1) + "\n")
     if options.render:
         renderer = audio_renderer() if options.audio else None
         pages: dict[int, list[str]] = {}

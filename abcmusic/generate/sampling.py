@@ -68,6 +68,11 @@ class Sample:
     new_ids: tuple[int, ...]  # generated tokens, excluding the stop token
     truncated: bool  # hit max_new_tokens without producing the stop token
 
+    @property
+    def drawn_tokens(self) -> int:
+        """Tokens the sampler drew for this sample: the new ones, and the stop token when it came."""
+        return len(self.new_ids) + (not self.truncated)
+
 
 def window_start(start: int, length: int, context: int) -> int:
     """Where the GPT's visible window begins for a sequence of `length` tokens, given where it began before."""
@@ -138,7 +143,7 @@ def lead_ins(
         raise ValueError(f"a lead-in keeps at least 2 tokens (a tune's last token and the separator); got {keep!r}")
     drawn = sample(model, [(separator_id,)] * count, separator_id, replace(config, seed=config.seed + 1), device)
     contexts = [((separator_id,) + one.new_ids + (separator_id,))[-keep:] for one in drawn]
-    return contexts, sum(len(one.new_ids) + (not one.truncated) for one in drawn)
+    return contexts, sum(one.drawn_tokens for one in drawn)
 
 
 def _to_sample(prompt: tuple[int, ...], row: list[int], stop_id: int | None) -> Sample:
