@@ -10,7 +10,7 @@ import pytest
 from abcmusic.errors import UserError
 from abcmusic.sweep import driver
 from abcmusic.sweep.driver import best_lr_points, check_splits_fit_context, plan, trial_resources
-from abcmusic.sweep.spec import build_grid, load_spec
+from abcmusic.sweep.spec import build_grid, load_spec, train_config
 
 
 @pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
@@ -37,6 +37,23 @@ def test_paper_grid_matches_the_seed_study():
     spec = load_spec("paper")
     assert spec.train.context == 256 and spec.train.tokens == 100_000_000
     assert spec.archs["gpt"].precision in ("bf16", "fp16") and spec.archs["lstm"].precision == "fp32"
+
+
+def test_precision_and_compile_reach_each_trials_training_config(tmp_path):
+    path = tmp_path / "mixed.yaml"
+    path.write_text("name: mixed\ndata: d\ntrain: {tokens: 4096, context: 16, batch_size: 4}\n"
+                    "archs:\n  gpt: {precision: bf16, compile: true, sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}\n"
+                    "  lstm: {precision: tf32, sizes: {b: {n_layer: 1, n_embd: 8, hidden: 8}}}\n")
+    spec = load_spec(str(path))
+    configs = {p.trial.arch: train_config(spec, p.trial) for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
+    assert (configs["gpt"].precision, configs["gpt"].compile) == ("bf16", True)
+    assert (configs["lstm"].precision, configs["lstm"].compile) == ("tf32", False)
+    path.write_text(path.read_text().replace("compile: true", "compile: 3"))
+    with pytest.raises(UserError, match="gpt size a: compile must be true or false"):
+        plan(load_spec(str(path)), ("gpt",), vocab_size=51)
+    path.write_text(path.read_text().replace("precision: tf32", "precision: fp8"))
+    with pytest.raises(UserError, match="lstm size b: precision must be one of fp32, tf32, bf16, fp16"):
+        plan(load_spec(str(path)), ("lstm",), vocab_size=51)
 
 
 def test_grid_repeats_sizes_over_learning_rates_and_seeds():

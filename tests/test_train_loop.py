@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import shutil
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,55 @@ def test_resuming_from_the_final_checkpoint_returns_its_metrics():
                     resume_state=last)
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"])
     assert resumed["tokens_seen"] == straight["tokens_seen"]
+
+
+@pytest.mark.parametrize("precision, allowed", [("fp32", False), ("tf32", True), ("bf16", False)])
+def test_tf32_is_on_only_under_tf32_and_the_settings_are_restored(precision: str, allowed: bool) -> None:
+    """PyTorch's defaults let cuDNN (an LSTM) use TF32 while matmuls do not: fp32 must mean IEEE fp32 for both,
+    over the whole run (the backward pass runs outside autocast) and its evaluations."""
+    seen = []
+    flags = lambda: (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)  # noqa: E731
+    before = flags()
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = (not allowed, not allowed)
+    try:
+        train(tiny_gpt(), pattern_stream(), pattern_stream(), config(precision=precision),
+              lambda m, s: seen.append(flags()))
+        assert set(seen) == {(allowed, allowed)}
+        assert flags() == (not allowed, not allowed)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
+
+
+def test_tf32_is_fp32_on_a_cpu():
+    models = [tiny_gpt(), tiny_gpt()]
+    results = [train(model, pattern_stream(), pattern_stream(), config(precision=precision), lambda m, s: None)
+               for model, precision in zip(models, ("fp32", "tf32"))]
+    assert results[0]["val_loss"] == results[1]["val_loss"]
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_reported_losses_and_norms_are_plain_floats():
+    """They stay on the device between reports (no GPU wait per step) and become floats when reported."""
+    reports = []
+    train(tiny_gpt(), pattern_stream(), pattern_stream(), config(), lambda m, s: reports.append(m))
+    for metrics in reports:
+        assert all(type(value) in (int, float) for value in metrics.values()), metrics
+
+
+@pytest.mark.skipif(shutil.which(os.environ.get("CXX", "g++")) is None,
+                    reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_training_matches_eager_training():
+    models = [tiny_gpt(), tiny_gpt()]
+    results = [train(model, pattern_stream(), pattern_stream(), config(tokens=16 * 8 * 20, compile=compile),
+                     lambda m, s: None) for model, compile in zip(models, (False, True))]
+    assert results[1]["val_loss"] == pytest.approx(results[0]["val_loss"], rel=1e-3)
+    # the compiled module wraps the model: what is checkpointed and returned is the model's own state
+    assert list(models[1].state_dict()) == list(models[0].state_dict())
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_compile_must_be_a_boolean():
+    with pytest.raises(ValueError, match="compile must be true or false"):
+        config(compile="yes").validate()

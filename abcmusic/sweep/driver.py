@@ -82,10 +82,13 @@ def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
 
 
 def describe_plan(planned: list[PlannedTrial], resources: dict[str, Any]) -> str:
-    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'train FLOPs':>12}  resources"]
+    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'train FLOPs':>12}  {'precision':<13} "
+             f"resources"]
     for p in planned:
+        precision = p.trial.precision + ("+compile" if p.trial.compile else "")
         lines.append(f"{p.trial.key:<28} {p.params_total:>12,} {p.params_non_embedding:>12,} {p.tokens:>12,} "
-                     f"{p.flops:>12.3g}  {resources['workers']} worker(s) x {resources['cpus_per_worker']} CPU"
+                     f"{p.flops:>12.3g}  {precision:<13} {resources['workers']} worker(s) x "
+                     f"{resources['cpus_per_worker']} CPU"
                      + (f" + {resources['gpus_per_worker']} GPU" if resources["gpus_per_worker"] else ""))
     lines.append(f"{len(planned)} trials, {sum(p.flops for p in planned):.3g} training FLOPs in all")
     return "\n".join(lines)
@@ -146,7 +149,8 @@ def trial_params(planned: PlannedTrial, spec: SweepSpec, data_location: str, dat
         "arch": trial.arch, "size": trial.size, **trial.model_fields,
         "params_total": planned.params_total, "params_non_embedding": planned.params_non_embedding,
         "tokens": spec.train.tokens, "context": spec.train.context, "batch_size": spec.train.batch_size,
-        "lr": trial.lr, "seed": trial.seed, "precision": trial.precision, "dropout": spec.train.dropout,
+        "lr": trial.lr, "seed": trial.seed, "precision": trial.precision, "compile": trial.compile,
+        "dropout": spec.train.dropout,
         "dataset": data_location, "dataset_hash": dataset_hash, "spec_hash": spec_hash(spec),
         "workers": resources["workers"], "cpus_per_worker": resources["cpus_per_worker"],
         "gpus_per_worker": resources["gpus_per_worker"],

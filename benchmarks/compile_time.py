@@ -1,0 +1,74 @@
+"""Benchmark: what torch.compile costs a trial up front, against what it saves per step, for paper.yaml's GPTs.
+
+For each size: the wall time of a fresh model's first --steps steps through the project's loop, eager and
+compiled (compilation included), and the steady-state tokens/s of each from --steps more steps. The break-even
+token count is the compile time over the time saved per token. Run it with TORCHINDUCTOR_FORCE_DISABLE_CACHES=1
+for a cold compile, as a trial's first on a fresh node (later trials of the same size reuse the node's cache).
+Needs torch, numpy and PyYAML only:
+
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python benchmarks/compile_time.py --device cuda [--sizes medium,large,xl] [--steps 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from abcmusic.cli import run_cli  # noqa: E402
+from abcmusic.models.registry import build_model  # noqa: E402
+from abcmusic.sweep.spec import build_grid, load_spec, train_config  # noqa: E402
+from abcmusic.sweep.trial import model_config  # noqa: E402
+from abcmusic.train.loop import train  # noqa: E402
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--sizes", default="medium,large,xl")
+    parser.add_argument("--steps", type=int, default=10)
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    spec = load_spec("paper")
+    sizes = args.sizes.split(",")
+    trials = [t for t in build_grid(spec) if t.arch == "gpt" and t.size in sizes and t.lr == spec.train.lrs[0]]
+    stream = np.random.default_rng(0).integers(0, 100, 2_000_000).astype(np.uint16)
+    print(f"paper GPT sizes, batch {spec.train.batch_size} x context {spec.train.context}, {args.steps} steps each "
+          f"phase; {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
+    print(f"{'size':<8} {'mode':<8} {'first steps s':>13} {'tokens/s':>11} {'compile s':>9} {'break-even tokens':>18}")
+    for trial in trials:
+        rates, firsts = {}, {}
+        for compile in (False, True):
+            torch.manual_seed(0)
+            fields = dataclasses.asdict(model_config(trial, 100, spec.train.context, spec.train.dropout))
+            model = build_model("gpt", fields).to(device)
+            config = dataclasses.replace(train_config(spec, trial), compile=compile, eval_points=1, checkpoints=1,
+                                         eval_batches=1)
+            run = dataclasses.replace(config, tokens=args.steps * config.tokens_per_step, log_every_steps=args.steps)
+            torch._dynamo.reset()
+            started = time.perf_counter()
+            train(model, stream, stream, run, lambda metrics, state: None, device=device)
+            firsts[compile] = time.perf_counter() - started
+            # A second call compiles nothing new (same code, same shapes): steady-state speed.
+            rates[compile] = train(model, stream, stream, run, lambda metrics, state: None,
+                                   device=device)["tokens_per_s"]
+        step_tokens = args.steps * config.tokens_per_step
+        compile_s = firsts[True] - step_tokens / rates[True] - (firsts[False] - step_tokens / rates[False])
+        saved_per_token = 1 / rates[False] - 1 / rates[True]
+        even = f"{compile_s / saved_per_token:,.0f}" if saved_per_token > 0 else "never"
+        for compile in (False, True):
+            print(f"{trial.size:<8} {'compiled' if compile else 'eager':<8} {firsts[compile]:>13.1f} "
+                  f"{rates[compile]:>11,.0f} {compile_s if compile else 0:>9.1f} {even if compile else '':>18}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli("compile_time.py", main, sys.argv[1:]))
