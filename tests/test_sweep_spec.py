@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import pytest
 
@@ -16,6 +17,10 @@ from abcmusic.sweep.spec import build_grid, load_spec, train_config
 @pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
 def test_shipped_experiments_load_and_plan(name):
     spec = load_spec(name)
+    if any(a.compile for a in spec.archs.values()) and not any(map(shutil.which, ("cc", "gcc", "clang"))):
+        with pytest.raises(UserError, match="needs a C compiler"):
+            plan(spec, tuple(spec.archs), vocab_size=97)
+        return
     planned = plan(spec, tuple(spec.archs), vocab_size=97)
     assert len(planned) == len(build_grid(spec)) > 0
 
@@ -39,7 +44,7 @@ def test_paper_grid_matches_the_seed_study():
     assert spec.archs["gpt"].precision in ("bf16", "fp16") and spec.archs["lstm"].precision == "fp32"
 
 
-def test_precision_and_compile_reach_each_trials_training_config(tmp_path):
+def test_precision_and_compile_reach_each_trials_training_config(tmp_path, monkeypatch):
     path = tmp_path / "mixed.yaml"
     path.write_text("name: mixed\ndata: d\ntrain: {tokens: 4096, context: 16, batch_size: 4}\n"
                     "archs:\n  gpt: {precision: bf16, compile: true, sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}\n"
@@ -48,6 +53,10 @@ def test_precision_and_compile_reach_each_trials_training_config(tmp_path):
     configs = {p.trial.arch: train_config(spec, p.trial) for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
     assert (configs["gpt"].precision, configs["gpt"].compile) == ("bf16", True)
     assert (configs["lstm"].precision, configs["lstm"].compile) == ("tf32", False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no C compiler on it
+    with pytest.raises(UserError, match="gpt: compile: true needs a C compiler"):
+        plan(spec, ("gpt",), vocab_size=51)
+    monkeypatch.undo()
     path.write_text(path.read_text().replace("compile: true", "compile: 3"))
     with pytest.raises(UserError, match="gpt size a: compile must be true or false"):
         plan(load_spec(str(path)), ("gpt",), vocab_size=51)

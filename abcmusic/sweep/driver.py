@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
             train_config(spec, trial).validate(spec.resources.workers_per_trial)
         except (ValueError, TypeError) as error:
             raise UserError(f"{trial.arch} size {trial.size}: {error}") from None
+        if trial.compile and not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+            raise UserError(f"{trial.arch}: compile: true needs a C compiler, which torch.compile builds its "
+                            f"kernels with; install one (apt-get install gcc) or set compile: false")
         counts = architecture.param_counts(config)
         planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, spec.train.tokens,
                                     architecture.flops_per_token(config) * spec.train.tokens))
