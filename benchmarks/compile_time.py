@@ -46,27 +46,27 @@ def main(argv: list[str]) -> int:
     print(f"{'size':<8} {'mode':<8} {'first steps s':>13} {'tokens/s':>11} {'compile s':>9} {'break-even tokens':>18}")
     for trial in trials:
         rates, firsts = {}, {}
-        for compile in (False, True):
+        for compiled in (False, True):
             torch.manual_seed(0)
             fields = dataclasses.asdict(model_config(trial, 100, spec.train.context, spec.train.dropout))
             model = build_model("gpt", fields).to(device)
-            config = dataclasses.replace(train_config(spec, trial), compile=compile, eval_points=1, checkpoints=1,
+            config = dataclasses.replace(train_config(spec, trial), compile=compiled, eval_points=1, checkpoints=1,
                                          eval_batches=1)
             run = dataclasses.replace(config, tokens=args.steps * config.tokens_per_step, log_every_steps=args.steps)
             torch._dynamo.reset()
             started = time.perf_counter()
             train(model, stream, stream, run, lambda metrics, state: None, device=device)
-            firsts[compile] = time.perf_counter() - started
+            firsts[compiled] = time.perf_counter() - started
             # A second call compiles nothing new (same code, same shapes): steady-state speed.
-            rates[compile] = train(model, stream, stream, run, lambda metrics, state: None,
+            rates[compiled] = train(model, stream, stream, run, lambda metrics, state: None,
                                    device=device)["tokens_per_s"]
         step_tokens = args.steps * config.tokens_per_step
         compile_s = firsts[True] - step_tokens / rates[True] - (firsts[False] - step_tokens / rates[False])
         saved_per_token = 1 / rates[False] - 1 / rates[True]
         even = f"{compile_s / saved_per_token:,.0f}" if saved_per_token > 0 else "never"
-        for compile in (False, True):
-            print(f"{trial.size:<8} {'compiled' if compile else 'eager':<8} {firsts[compile]:>13.1f} "
-                  f"{rates[compile]:>11,.0f} {compile_s if compile else 0:>9.1f} {even if compile else '':>18}")
+        for compiled in (False, True):
+            print(f"{trial.size:<8} {'compiled' if compiled else 'eager':<8} {firsts[compiled]:>13.1f} "
+                  f"{rates[compiled]:>11,.0f} {compile_s if compiled else 0:>9.1f} {even if compiled else '':>18}")
     return 0
 
 

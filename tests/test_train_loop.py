@@ -165,8 +165,8 @@ def test_reported_losses_and_norms_are_plain_floats():
                     reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_training_matches_eager_training():
     models = [tiny_gpt(), tiny_gpt()]
-    results = [train(model, pattern_stream(), pattern_stream(), config(tokens=16 * 8 * 20, compile=compile),
-                     lambda m, s: None) for model, compile in zip(models, (False, True))]
+    results = [train(model, pattern_stream(), pattern_stream(), config(tokens=16 * 8 * 20, compile=compiled),
+                     lambda m, s: None) for model, compiled in zip(models, (False, True))]
     assert results[1]["val_loss"] == pytest.approx(results[0]["val_loss"], rel=1e-3)
     # the compiled module wraps the model: what is checkpointed and returned is the model's own state
     assert list(models[1].state_dict()) == list(models[0].state_dict())
