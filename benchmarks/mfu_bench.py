@@ -36,7 +36,7 @@ from abcmusic.sweep.spec import build_grid, load_spec, train_config  # noqa: E40
 from abcmusic.sweep.trial import model_config  # noqa: E402
 from abcmusic.train.loop import TrainConfig, train  # noqa: E402
 from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode  # noqa: E402
-from abcmusic.train.throughput import measure_peak_flops  # noqa: E402
+from abcmusic.train.throughput import measure_peak_flops, synchronize  # noqa: E402
 
 
 def tokens_per_second(arch: str, model_fields: dict, config, device: torch.device, warmup: int, steps: int) -> float:
@@ -89,11 +89,6 @@ def plain_tokens_per_second(arch: str, model_fields: dict, config: TrainConfig, 
             step()
         synchronize(device)
     return steps * config.tokens_per_step / (time.perf_counter() - started)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main(argv: list[str]) -> int:

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode
+from abcmusic.train.throughput import synchronize
 
 EVAL_SEED = 1234  # the same validation batches for every model of a sweep
 
@@ -209,8 +210,8 @@ def train(
             reporting = evaluating or step in checkpoint_at or step % log_every == 0
             # The GPU runs ahead of Python between reports; waiting for it only before one keeps train_seconds
             # exact over every span between reports without stalling each step.
-            if reporting and device.type == "cuda":
-                torch.cuda.synchronize(device)
+            if reporting:
+                synchronize(device)
             train_seconds += time.perf_counter() - started
             if not reporting:
                 continue

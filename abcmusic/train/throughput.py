@@ -27,15 +27,16 @@ def measure_peak_flops(device: torch.device, precision: str = "fp32", samples: i
         for _ in range(3):
             a @ b
         for _ in range(samples):
-            _synchronize(device)
+            synchronize(device)
             started = time.perf_counter()
             for _ in range(per_sample):
                 a @ b
-            _synchronize(device)
+            synchronize(device)
             best = max(best, 2 * size**3 * per_sample / (time.perf_counter() - started))
     return best
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on a CPU, whose work is done when the call returns)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
