@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 
 import pytest
 
@@ -17,7 +16,7 @@ from abcmusic.sweep.spec import build_grid, load_spec, train_config
 @pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
 def test_shipped_experiments_load_and_plan(name):
     spec = load_spec(name)
-    if any(a.compile for a in spec.archs.values()) and not any(map(shutil.which, ("cc", "gcc", "clang"))):
+    if any(a.compile for a in spec.archs.values()) and not driver.has_c_compiler():
         with pytest.raises(UserError, match="needs a C compiler"):
             plan(spec, tuple(spec.archs), vocab_size=97)
         return

@@ -70,13 +70,19 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
             train_config(spec, trial).validate(spec.resources.workers_per_trial)
         except (ValueError, TypeError) as error:
             raise UserError(f"{trial.arch} size {trial.size}: {error}") from None
-        if trial.compile and not any(shutil.which(c) for c in ("cc", "gcc", "clang")):
+        if trial.compile and not has_c_compiler():
             raise UserError(f"{trial.arch}: compile: true needs a C compiler, which torch.compile builds its "
                             f"kernels with; install one (apt-get install gcc) or set compile: false")
         counts = architecture.param_counts(config)
         planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, spec.train.tokens,
                                     architecture.flops_per_token(config) * spec.train.tokens))
     return planned
+
+
+def has_c_compiler() -> bool:
+    """Whether this machine has a C compiler for torch.compile (Triton builds its GPU launchers with one; a CPU's
+    kernels need Inductor's C++ compiler, $CXX or g++, which Debian's g++ package brings with gcc)."""
+    return any(shutil.which(name) for name in ("cc", "gcc", "clang"))
 
 
 def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
