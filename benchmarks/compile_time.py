@@ -6,7 +6,8 @@ token count is the compile time over the time saved per token. Run it with TORCH
 for a cold compile, as a trial's first on a fresh node (later trials of the same size reuse the node's cache).
 Needs torch, numpy and PyYAML only:
 
-    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python benchmarks/compile_time.py --device cuda [--sizes medium,large,xl] [--steps 10]
+    TORCHINDUCTOR_FORCE_DISABLE_CACHES=1 python benchmarks/compile_time.py --device cuda [--sizes medium,large,xl]
+        [--steps 10]
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The largest demo GPT (experiments/demo.yaml, size 595k: n_layer 3, n_head 4, n_e
 demo corpus's 51-token vocabulary, with random weights: speed does not depend on the weights. --batch unconditional
 samples (prompt [separator]) of --tokens new tokens each (batch 1 by default; generate.py samples up to 64 rows
 together). `--size xl` (with PyYAML) takes a GPT size of paper.yaml, and its context, instead. Random weights
-would draw the separator within a few dozen tokens, so the sample is given no stop token (stop_id None) and always runs to the limit. Both methods use
-the same window policy (abcmusic.generate.sampling: restart from the last context // 2 tokens when the context is
+would draw the separator within a few dozen tokens, so the sample is given no stop token (stop_id None) and always
+runs to the limit. Both methods use the same window policy (abcmusic.generate.sampling: restart from the last context // 2 tokens when the context is
 full) and the same seed, and must produce the same tokens; the benchmark checks that. Times are wall-clock, the
 best of --repeats runs after one short warm-up. For reference, the table also times a bare one-token forward
 without a cache, repeated --tokens times: a cached step does that work and a little more, so it bounds the ratio
