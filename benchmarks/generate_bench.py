@@ -1,18 +1,19 @@
 """Benchmark: GPT sampling with the key/value cache against recomputing the whole visible window every step.
 
-The largest demo GPT (experiments/demo.yaml, size 595k: n_layer 3, n_head 4, n_embd 128, context 128) over the
-demo corpus's 51-token vocabulary, with random weights: speed does not depend on the weights. --batch unconditional
+The largest demo GPT (experiments/demo.yaml, size 595k: n_layer 3, n_head 4, n_embd 128, context 128) over the demo
+corpus's 51-token vocabulary, with random weights: speed does not depend on the weights. --batch unconditional
 samples (prompt [separator]) of --tokens new tokens each (batch 1 by default; generate.py samples up to 64 rows
-together). `--size xl` (with PyYAML) takes a GPT size of paper.yaml, and its context, instead. Random weights
-would draw the separator within a few dozen tokens, so the sample is given no stop token (stop_id None) and always
-runs to the limit. Both methods use the same window policy (abcmusic.generate.sampling: restart from the last context // 2 tokens when the context is
-full) and the same seed, and must produce the same tokens; the benchmark checks that. Times are wall-clock, the
-best of --repeats runs after one short warm-up. For reference, the table also times a bare one-token forward
-without a cache, repeated --tokens times: a cached step does that work and a little more, so it bounds the ratio
-that eager PyTorch can reach here. The first row is the loop most people write (nanoGPT's generate()): every
-step runs the last `context` tokens, the whole context once the sample is longer than it; it is the baseline
-the target is set against ("recomputing the whole context each step"). It draws different tokens from ours (its
-window slides by one), so the same-tokens check is made against the second row, which recomputes our own window.
+together). `--size xl` (with PyYAML) takes a GPT size of paper.yaml, and its context, instead. Random weights would
+draw the separator within a few dozen tokens, so the sample is given no stop token (stop_id None) and always runs to
+the limit. Both methods use the same window policy (abcmusic.generate.sampling: restart from the last context // 2
+tokens when the context is full) and the same seed, and must produce the same tokens; the benchmark checks that.
+Times are wall-clock, the best of --repeats runs after one short warm-up. For reference, the table also times a bare
+one-token forward without a cache, repeated --tokens times: a cached step does that work and a little more, so it
+bounds the ratio that eager PyTorch can reach here. The first row is the loop most people write (nanoGPT's
+generate()): every step runs the last `context` tokens, the whole context once the sample is longer than it; it is
+the baseline the target is set against ("recomputing the whole context each step"). It draws different tokens from
+ours (its window slides by one), so the same-tokens check is made against the second row, which recomputes our own
+window.
 
     .venv/bin/python benchmarks/generate_bench.py [--tokens 1000] [--threads 1] [--device cpu|cuda] [--repeats 3]
                                                   [--context 128] [--batch 1] [--size xl]
