@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import subprocess
 import sys
@@ -84,22 +85,38 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
     runs = sorted((r for r in client.search_runs([experiment.experiment_id])
                    if r.data.tags["abcmusic.kind"] == "trial"), key=lambda r: r.info.start_time)
     first = min(r.info.start_time for r in runs)
-    lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'wait':>7}{'train':>8}{'overhead':>9}{'setup':>7}"
-             f"{'eval':>6}{'reports':>8}{'other':>7}"]
+    lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'wait':>7}{'train':>8}{'overhead':>9}{'ray-up':>7}"
+             f"{'ray-down':>9}{'own-up':>7}{'eval':>6}{'reports':>8}{'other':>7}"]
     for r in runs:
         m = r.data.metrics
         run = (r.info.end_time - r.info.start_time) / 1000
         wait = m.get("resource_wait_seconds", 0.0)  # waiting for a CPU another trial holds: not this trial's cost
-        setup = m["setup_seconds"] - wait
-        other = run - wait - m["train_seconds"] - setup - m["eval_seconds"] - m["report_seconds"]
+        parts = overhead_parts(m, run - wait)
         lines.append(f"{r.info.run_name:<24}{(r.info.start_time - first) / 1000:>7.1f}"
                      f"{(r.info.end_time - first) / 1000:>7.1f}{run:>7.1f}{wait:>7.1f}{m['train_seconds']:>8.1f}"
-                     f"{run - wait - m['train_seconds']:>9.1f}{setup:>7.1f}{m['eval_seconds']:>6.1f}"
-                     f"{m['report_seconds']:>8.1f}{other:>7.1f}")
+                     f"{run - wait - m['train_seconds']:>9.1f}" + "".join(
+                         f"{parts[k]:>{w}.1f}" for k, w in (("ray_up", 7), ("ray_down", 9), ("own_up", 7),
+                                                            ("eval", 6), ("reports", 8), ("other", 7))))
     wall = (max(r.info.end_time for r in runs) - first) / 1000
     slots = os.cpu_count() // int(runs[0].data.params["cpus_per_worker"])
     trained = sum(r.data.metrics["train_seconds"] for r in runs)
     return "\n".join(lines), trained, wall, slots, trained / (wall * slots)
+
+
+def overhead_parts(metrics: dict, run_seconds: float) -> dict[str, float]:
+    """A trial's time that is not training, in parts: Ray Train's own start-up (fit() called to the train function
+    entered; the resource wait taken out) and teardown (the last report to fit() returning), the trial's own
+    start-up (data, model, relay), evaluation, reports and checkpoints, and the rest (peak measurement, test
+    loss, model upload, the MLflow run's start and end). NaN where a sweep predates the metric."""
+    nan = float("nan")
+    wait = metrics.get("resource_wait_seconds", 0.0)
+    ray_up = metrics.get("ray_setup_seconds", nan) - wait
+    ray_down = metrics.get("teardown_seconds", nan)
+    own_up = metrics["setup_seconds"] - wait - ray_up
+    accounted = (metrics["train_seconds"] + metrics["setup_seconds"] - wait + metrics["eval_seconds"]
+                 + metrics["report_seconds"] + (0.0 if math.isnan(ray_down) else ray_down))
+    return {"ray_up": ray_up, "ray_down": ray_down, "own_up": own_up, "eval": metrics["eval_seconds"],
+            "reports": metrics["report_seconds"], "other": run_seconds - accounted}
 
 
 def main() -> None:
@@ -142,12 +159,15 @@ def main() -> None:
                         ("project trial in Ray Train + Tune", in_ray["tokens_per_s"])):
         print(f"{label:<34} {rate:>10,.0f} {rate / plain:>9.2f} {rate * flops_per_token / peak:>6.1%}")
     overhead = in_ray["wall_seconds"] - in_ray["train_seconds"]
+    parts = overhead_parts(in_ray, in_ray["wall_seconds"])
     print(f"Ray trial of {args.tokens:,} tokens: {in_ray['wall_seconds']:.1f} s in its MLflow run "
           f"({in_ray['command_seconds']:.1f} s for the whole sweep.py command), of which training "
-          f"{in_ray['train_seconds']:.1f} s; overhead {overhead:.1f} s = set-up to first step "
-          f"{in_ray['setup_seconds']:.1f} s + evaluation {in_ray['eval_seconds']:.1f} s + reports and checkpoints "
-          f"{in_ray['report_seconds']:.1f} s + the rest (test loss, model upload, teardown) "
-          f"{overhead - in_ray['setup_seconds'] - in_ray['eval_seconds'] - in_ray['report_seconds']:.1f} s")
+          f"{in_ray['train_seconds']:.1f} s; overhead {overhead:.1f} s = Ray Train's own "
+          f"{parts['ray_up'] + parts['ray_down']:.1f} s (fit() to the train function {parts['ray_up']:.1f} s + "
+          f"last report to fit() returning {parts['ray_down']:.1f} s) + the trial's own "
+          f"{overhead - parts['ray_up'] - parts['ray_down']:.1f} s (data and model {parts['own_up']:.1f} s + "
+          f"evaluation {parts['eval']:.1f} s + reports and checkpoints {parts['reports']:.1f} s + the rest: peak, "
+          f"test loss, model upload {parts['other']:.1f} s)")
     if args.sweep:
         table, trained, wall, slots, share = sweep_share(args.project, args.sweep)
         print(table)

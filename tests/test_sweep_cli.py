@@ -54,10 +54,13 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert int(params["params_non_embedding"]) < int(params["params_total"])
         metrics = run.data.metrics
         for key in ("train_loss", "val_loss", "final_val_loss", "test_loss", "tokens_seen", "tokens_per_s", "lr",
-                    "mfu", "peak_flops", "setup_seconds", "resource_wait_seconds"):
+                    "mfu", "peak_flops", "setup_seconds", "ray_setup_seconds", "resource_wait_seconds",
+                    "teardown_seconds"):
             assert key in metrics, f"{name} lacks metric {key}"
         assert 0 < metrics["mfu"] < 1.5
         assert 0 <= metrics["resource_wait_seconds"] < metrics["setup_seconds"]
+        assert 0 < metrics["ray_setup_seconds"] < metrics["setup_seconds"]
+        assert 0 < metrics["teardown_seconds"] < 60
         assert metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned

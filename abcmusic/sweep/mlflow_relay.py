@@ -13,6 +13,7 @@ drops a point (the values first logged are kept).
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ class MlflowRelay:
         mlflow_store.client(uri)  # import MLflow now, not when the first trial starts
         self.errors: dict[str, str] = {}  # run id -> the first logging failure not yet reported
         self.last_steps: dict[str, dict[str, int]] = {}  # run id -> metric -> the last step logged
+        self.uploaded_at: dict[str, float] = {}  # run id -> when its files were last logged (this node's clock)
 
     def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any]) -> str:
         return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params)
@@ -55,6 +57,11 @@ class MlflowRelay:
             for name, content in files.items():
                 (Path(directory) / name).write_bytes(content)
             mlflow_store.log_artifacts(self.uri, run_id, Path(directory), artifact_path)
+        self.uploaded_at[run_id] = time.time()
+
+    def upload_finished_at(self, run_id: str) -> float | None:
+        """When the run's last files were logged: the trial function times Ray Train's teardown from it."""
+        return self.uploaded_at.get(run_id)
 
     def finish_run(self, run_id: str, status: str) -> None:
         mlflow_store.finish_run(self.uri, run_id, status)

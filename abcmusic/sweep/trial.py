@@ -40,6 +40,7 @@ def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
 
 def train_worker(config: dict[str, Any]) -> None:
     """Ray Train's train_loop_per_worker: load the data, build the model, train, send the final model to MLflow."""
+    entered_at = time.time()
     import ray
     import ray.train
     import ray.train.torch
@@ -104,6 +105,8 @@ def train_worker(config: dict[str, Any]) -> None:
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
                      "setup_seconds": setup_seconds, "peak_flops": peak_flops,
+                     # the part of set-up that is Ray Train's own: controller, placement group, worker process
+                     "ray_setup_seconds": entered_at - config["fit_called_at"],
                      **({"resource_wait_seconds": wait_seconds} if wait_seconds is not None else {}),
                      # MFU over all workers: model FLOPs per second against the summed peak of their devices
                      "mfu": flops_per_token * final["tokens_per_s"] / (peak_flops * world_size)}
@@ -145,7 +148,7 @@ def run_trial(config: dict[str, Any]) -> None:
     resources = config["resources"]
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=config | {"run_id": run_id, "trial_started_at": started_at},
+        train_loop_config=config | {"run_id": run_id, "trial_started_at": started_at, "fit_called_at": time.time()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=resources["workers"], use_gpu=resources["gpus_per_worker"] > 0,
             resources_per_worker={"CPU": resources["cpus_per_worker"], **(
@@ -165,8 +168,15 @@ def run_trial(config: dict[str, Any]) -> None:
         ),
     )
     try:
-        trainer.fit()
+        result = trainer.fit()
     except BaseException:
         ray.get(relay.finish_run.remote(run_id, "FAILED"))
         raise
+    fit_returned_at = time.time()
+    uploaded_at = ray.get(relay.upload_finished_at.remote(run_id))
+    if uploaded_at is not None:
+        # The final model's upload to fit() returning: the last report, Ray Train noticing the end and stopping
+        # the worker group. Both times are taken on this node (the relay runs beside the trial functions).
+        relay.log_metrics.remote(run_id, {"teardown_seconds": fit_returned_at - uploaded_at},
+                                 step=int((result.metrics or {}).get("tokens_seen", 0)))
     ray.get(relay.finish_run.remote(run_id, "FINISHED"))
