@@ -106,7 +106,7 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
 def overhead_parts(metrics: dict, run_seconds: float) -> dict[str, float]:
     """A trial's time that is not training, in parts: Ray Train's own start-up (fit() called to the train function
     entered; the resource wait taken out) and teardown (the last report to fit() returning), the trial's own
-    start-up (data, model, relay), evaluation, reports and checkpoints, and the rest (peak measurement, test
+    start-up (data, model, optimizer, relay), evaluation, reports and checkpoints, and the rest (peak measurement, test
     loss, model upload, the MLflow run's start and end). NaN where a sweep predates the metric."""
     nan = float("nan")
     wait = metrics.get("resource_wait_seconds", 0.0)
@@ -165,7 +165,7 @@ def main() -> None:
           f"{in_ray['train_seconds']:.1f} s; overhead {overhead:.1f} s = Ray Train's own "
           f"{parts['ray_up'] + parts['ray_down']:.1f} s (fit() to the train function {parts['ray_up']:.1f} s + "
           f"last report to fit() returning {parts['ray_down']:.1f} s) + the trial's own "
-          f"{overhead - parts['ray_up'] - parts['ray_down']:.1f} s (data and model {parts['own_up']:.1f} s + "
+          f"{overhead - parts['ray_up'] - parts['ray_down']:.1f} s (data, model and optimizer {parts['own_up']:.1f} s + "
           f"evaluation {parts['eval']:.1f} s + reports and checkpoints {parts['reports']:.1f} s + the rest: peak, "
           f"test loss, model upload {parts['other']:.1f} s)")
     if args.sweep:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import time
 import numpy as np
 import pytest
 import torch
@@ -83,6 +84,14 @@ def test_training_learns_and_reports_every_evaluation():
     assert final["report_seconds"] > reports[-2][0]["report_seconds"]
 
 
+def test_startup_is_the_time_before_the_first_step_and_no_part_is_counted_twice():
+    called = time.perf_counter()
+    final = train(tiny_gpt(), pattern_stream(), pattern_stream(), config(), lambda m, s: None)
+    wall = time.perf_counter() - called
+    parts = [final[k] for k in ("startup_seconds", "train_seconds", "eval_seconds", "report_seconds")]
+    assert min(parts) > 0 and sum(parts) <= wall
+
+
 def test_resuming_from_a_checkpoint_gives_the_uninterrupted_result():
     straight_model = tiny_gpt()
     straight = train(straight_model, pattern_stream(), pattern_stream(), config(), lambda m, s: None)
@@ -125,6 +134,7 @@ def test_resuming_from_the_final_checkpoint_returns_its_metrics():
                     resume_state=last)
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"])
     assert resumed["tokens_seen"] == straight["tokens_seen"]
+    assert resumed["startup_seconds"] > 0  # no step ran: the whole call
 
 
 @pytest.mark.parametrize("precision, allowed", [("fp32", False), ("tf32", True), ("bf16", False)])

@@ -90,7 +90,7 @@ def train_worker(config: dict[str, Any]) -> None:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
-    setup_seconds = time.time() - config["trial_started_at"]  # trial start to the first step: Ray, data, model
+    training_called = time.time()
     wait_seconds = resource_wait_seconds()
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
                   world_size=world_size, resume_state=resume_state)
@@ -104,7 +104,9 @@ def train_worker(config: dict[str, Any]) -> None:
     final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
-                     "setup_seconds": setup_seconds, "peak_flops": peak_flops,
+                     # trial start to the first step: Ray, data, model, optimizer
+                     "setup_seconds": training_called - config["trial_started_at"] + final["startup_seconds"],
+                     "peak_flops": peak_flops,
                      # the part of set-up that is Ray Train's own: controller, placement group, worker process
                      "ray_setup_seconds": entered_at - config["fit_called_at"],
                      **({"resource_wait_seconds": wait_seconds} if wait_seconds is not None else {}),

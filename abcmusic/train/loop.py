@@ -154,7 +154,13 @@ def train(
     for progress, and at each evaluation with the validation loss; at checkpoint steps `state` holds everything
     needed to resume (model, optimizer, step, sampler). The state holds the live tensors: the callback must save
     (or copy) it before returning.
+
+    Besides the last report's metrics, it returns seconds spent training, evaluating and reporting, and
+    `startup_seconds` from this call to the first step (the first optimizer in a process imports torch._dynamo,
+    about 1 s of CPU).
     """
+    called = time.perf_counter()
+    startup_seconds = None
     config.validate(world_size)
     per_worker = config.batch_size // world_size
     micro = config.micro_batch_size or per_worker
@@ -186,6 +192,8 @@ def train(
     with tf32_mode(config.precision):
         while step < config.steps and not stop:
             started = time.perf_counter()
+            if startup_seconds is None:
+                startup_seconds = started - called
             lr = config.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -246,7 +254,8 @@ def train(
             report_start = time.perf_counter()
             report(metrics, state)
             report_seconds += time.perf_counter() - report_start
-    return metrics | {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "report_seconds": report_seconds}
+    return metrics | {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "report_seconds": report_seconds,
+                      "startup_seconds": time.perf_counter() - called if startup_seconds is None else startup_seconds}
 
 
 def _gather_generator_states(generator: torch.Generator, world_size: int) -> list[torch.Tensor]:
