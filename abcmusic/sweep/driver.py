@@ -198,21 +198,6 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
-def _prestart_train_coordinator() -> None:
-    """Start the actor through which every TorchTrainer asks for its workers' resources, now, while the driver
-    sets up MLflow and Tune.
-
-    Ray Train creates it on first use (a detached actor on the driver's node), so on a local Ray the first trials
-    waited for its process to start: 1.3 s of their set-up in a lone trial. Ray does not export the function that
-    creates it; where a later Ray moves it, Train still creates the actor itself and only that time comes back."""
-    try:
-        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
-            get_or_create_autoscaling_coordinator)
-    except ImportError:
-        return
-    get_or_create_autoscaling_coordinator()
-
-
 def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
     spec = options.spec
     joined = bool(options.address or os.environ.get("RAY_ADDRESS"))
@@ -239,8 +224,6 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     local_cpus = os.cpu_count() or 1
     per_trial_cpus = spec.resources.workers_per_trial * spec.resources.cpus_per_worker
     cluster = _start_ray(options.address, max(1, local_cpus // per_trial_cpus))
-    if not joined:
-        _prestart_train_coordinator()
     resources = trial_resources(spec, cluster, can_scale_up=joined)
     if joined and resources["gpus_per_worker"] * resources["workers"] > cluster.get("GPU", 0):
         log(f"the cluster has {cluster.get('GPU', 0):g} GPU(s) now; trials wait for its autoscaler to add GPU nodes")
