@@ -134,7 +134,7 @@ def test_resuming_from_the_final_checkpoint_returns_its_metrics():
                     resume_state=last)
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"])
     assert resumed["tokens_seen"] == straight["tokens_seen"]
-    assert resumed["startup_seconds"] > 0  # no step ran: the whole call
+    assert resumed["startup_seconds"] > 0  # no step ran: the time to the loop
 
 
 @pytest.mark.parametrize("precision, allowed", [("fp32", False), ("tf32", True), ("bf16", False)])

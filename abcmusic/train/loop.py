@@ -156,11 +156,10 @@ def train(
     (or copy) it before returning.
 
     Besides the last report's metrics, it returns seconds spent training, evaluating and reporting, and
-    `startup_seconds` from this call to the first step (the first optimizer in a process imports torch._dynamo,
-    about 1 s of CPU).
+    `startup_seconds` from this call to the first step, or to the loop where no step is left (the first
+    optimizer in a process imports torch._dynamo, about 1 s of CPU).
     """
     called = time.perf_counter()
-    startup_seconds = None
     config.validate(world_size)
     per_worker = config.batch_size // world_size
     micro = config.micro_batch_size or per_worker
@@ -189,11 +188,10 @@ def train(
     best_val_loss, evals_since_best, stop = float("inf"), 0, False
     eval_every = max(1, config.steps // (10 * max(1, config.checkpoints)))  # with early stopping: evaluate often
     pin = device.type == "cuda"  # a copy from pageable memory waits for the GPU; from pinned memory it does not
+    startup_seconds = time.perf_counter() - called
     with tf32_mode(config.precision):
         while step < config.steps and not stop:
             started = time.perf_counter()
-            if startup_seconds is None:
-                startup_seconds = started - called
             lr = config.lr_at(step)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -255,7 +253,7 @@ def train(
             report(metrics, state)
             report_seconds += time.perf_counter() - report_start
     return metrics | {"train_seconds": train_seconds, "eval_seconds": eval_seconds, "report_seconds": report_seconds,
-                      "startup_seconds": time.perf_counter() - called if startup_seconds is None else startup_seconds}
+                      "startup_seconds": startup_seconds}
 
 
 def _gather_generator_states(generator: torch.Generator, world_size: int) -> list[torch.Tensor]:
