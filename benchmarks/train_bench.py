@@ -91,7 +91,7 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
         m = r.data.metrics
         run = (r.info.end_time - r.info.start_time) / 1000
         wait = m.get("resource_wait_seconds", 0.0)  # waiting for a CPU another trial holds: not this trial's cost
-        parts = overhead_parts(m, run - wait)
+        parts = overhead_parts(m, run)
         lines.append(f"{r.info.run_name:<24}{(r.info.start_time - first) / 1000:>7.1f}"
                      f"{(r.info.end_time - first) / 1000:>7.1f}{run:>7.1f}{wait:>7.1f}{m['train_seconds']:>8.1f}"
                      f"{run - wait - m['train_seconds']:>9.1f}" + "".join(
@@ -104,19 +104,18 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
 
 
 def overhead_parts(metrics: dict, run_seconds: float) -> dict[str, float]:
-    """A trial's time that is not training, in parts: Ray Train's own start-up (fit() called to the train function
-    entered; the resource wait taken out) and teardown (the last report to fit() returning), the trial's own
-    start-up (data, model, optimizer, relay), evaluation, reports and checkpoints, and the rest (peak measurement, test
-    loss, model upload, the MLflow run's start and end). NaN where a sweep predates the metric."""
+    """A trial's run that is not training, in parts: Ray Train's own start-up (fit() called to the train function
+    entered; the resource wait taken out) and teardown (the final upload to fit() returning), the trial's own
+    start-up (data, model, optimizer, relay), evaluation, reports and checkpoints, and the rest (peak measurement,
+    test loss, model upload, the MLflow run's start and end). NaN where a sweep predates the metric."""
     nan = float("nan")
     wait = metrics.get("resource_wait_seconds", 0.0)
     ray_up = metrics.get("ray_setup_seconds", nan) - wait
     ray_down = metrics.get("teardown_seconds", nan)
-    own_up = metrics["setup_seconds"] - wait - ray_up
-    accounted = (metrics["train_seconds"] + metrics["setup_seconds"] - wait + metrics["eval_seconds"]
+    accounted = (metrics["train_seconds"] + metrics["setup_seconds"] + metrics["eval_seconds"]
                  + metrics["report_seconds"] + (0.0 if math.isnan(ray_down) else ray_down))
-    return {"ray_up": ray_up, "ray_down": ray_down, "own_up": own_up, "eval": metrics["eval_seconds"],
-            "reports": metrics["report_seconds"], "other": run_seconds - accounted}
+    return {"ray_up": ray_up, "ray_down": ray_down, "own_up": metrics["setup_seconds"] - wait - ray_up,
+            "eval": metrics["eval_seconds"], "reports": metrics["report_seconds"], "other": run_seconds - accounted}
 
 
 def main() -> None:
@@ -164,7 +163,7 @@ def main() -> None:
           f"({in_ray['command_seconds']:.1f} s for the whole sweep.py command), of which training "
           f"{in_ray['train_seconds']:.1f} s; overhead {overhead:.1f} s = Ray Train's own "
           f"{parts['ray_up'] + parts['ray_down']:.1f} s (fit() to the train function {parts['ray_up']:.1f} s + "
-          f"last report to fit() returning {parts['ray_down']:.1f} s) + the trial's own "
+          f"final upload to fit() returning {parts['ray_down']:.1f} s) + the trial's own "
           f"{overhead - parts['ray_up'] - parts['ray_down']:.1f} s (data, model and optimizer {parts['own_up']:.1f} s + "
           f"evaluation {parts['eval']:.1f} s + reports and checkpoints {parts['reports']:.1f} s + the rest: peak, "
           f"test loss, model upload {parts['other']:.1f} s)")
