@@ -146,9 +146,13 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     home = workdir / ".home"
     bucket = workdir / "bucket"
     storage = bucket.as_uri()
+    # Tune saves its experiment state at most every 10 s by default: a lag in which the remaining tiny trials
+    # can finish too (CI saw it). Saved every second, the state shows the first finished trial while the
+    # others still run; the resume below runs with Tune's default.
+    env = cli_env(home) | {"TUNE_GLOBAL_CHECKPOINT_S": "1"}
     driver = subprocess.Popen(
         [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", "tiny", "--name", "r1", "--storage", storage],
-        cwd=workdir, env=cli_env(home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         start_new_session=True)
     # Kill everything at once as soon as Tune's saved experiment state records a finished trial, while the
     # others are still running or pending.
