@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def apply_overrides(spec, args):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from abcmusic.sweep.driver import SweepOptions, TrialsFailed, analyze, describe_plan, plan, run_sweep
+    from abcmusic.sweep.driver import (SweepOptions, TrialsFailed, analyze, check_compilers, describe_plan, plan,
+                                       run_sweep, this_machine, trial_resources)
     from abcmusic.sweep.spec import load_spec
 
     project_dir = Path.cwd()
@@ -96,9 +98,12 @@ def main(argv: list[str]) -> int:
         from abcmusic.data.token_stream import open_dataset
 
         _, vocab = open_dataset(local_dataset(spec.data if "://" in spec.data else project_dir / spec.data))
-        resources = {"workers": spec.resources.workers_per_trial, "cpus_per_worker": spec.resources.cpus_per_worker,
-                     "gpus_per_worker": (spec.resources.gpus_per_trial or 0) / spec.resources.workers_per_trial}
-        print(describe_plan(plan(spec, archs, len(vocab)), resources))
+        planned = plan(spec, archs, len(vocab))
+        # No Ray is started: the resources a local run on this machine would give, without refusing what it lacks
+        # (a dry run on a laptop plans the grid for a cluster too).
+        resources = trial_resources(spec, this_machine(), can_scale_up=True)
+        check_compilers(planned, resources, joined=bool(args.address or os.environ.get("RAY_ADDRESS")))
+        print(describe_plan(planned, resources))
         return 0
     name = args.resume or args.name or f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"
     try:

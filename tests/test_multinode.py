@@ -288,6 +288,30 @@ def test_a_sweep_places_trials_on_worker_nodes_by_their_resources(sim_cluster, t
     storage_checks(tiny_project, bucket, "mn-place", TINY_TRIALS)
 
 
+def test_a_trial_that_compiles_on_a_node_without_its_compiler_fails_and_says_so(sim_cluster, tiny_project):
+    """On a cluster the driver cannot know the workers' nodes: the trial checks its own before it compiles. A node
+    whose $CXX names no compiler (the CPU's, as the trial trains on a CPU) fails the trial before its first step,
+    and the sweep prints why, in one line per trial."""
+    node = sim_cluster.cluster.add_node(num_cpus=1, resources={"no_cxx": 1},
+                                        env_vars={"PYTHONPATH": str(sim_cluster.no_mlflow), "CXX": "no-such-cxx"})
+    try:
+        sim_cluster.cluster.wait_for_nodes()
+        spec = tiny_project / "compiled.yaml"
+        spec.write_text((REPO_ROOT / "experiments" / "tiny.yaml").read_text().replace(
+            "  gpt:\n    precision: fp32\n", "  gpt:\n    precision: fp32\n    compile: true\n"))
+        result = run_cli("sweep.py", "--experiment", str(spec), "--arch", "gpt", "--sizes", "g1", "--name",
+                         "mn-compile", "--address", sim_cluster.address, "--worker-resource", "no_cxx=1",
+                         cwd=tiny_project)
+    finally:
+        sim_cluster.cluster.remove_node(node, allow_graceful=False)
+    assert result.returncode == 1, (result.stdout[-3000:], result.stderr[-3000:])
+    assert ("gpt-g1-lr0.003-s0 failed: CompilerMissing: compile: true needs a C++ compiler for Inductor's CPU "
+            "kernels ($CXX=no-such-cxx is not found) on ") in result.stdout, result.stdout[-3000:]
+    assert "sweep.py: 1 trial(s) failed" in result.stderr, result.stderr[-3000:]
+    run = trial_runs(tiny_project, "mn-compile")["gpt-g1-lr0.003-s0"]
+    assert "tokens_seen" not in run.data.metrics  # it failed before its first step
+
+
 def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())

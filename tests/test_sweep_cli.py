@@ -119,6 +119,27 @@ def test_dry_run_prints_the_grid_and_starts_nothing(workdir):
     assert not (workdir / "results" / "ray" / "dry").exists()
 
 
+def test_dry_run_refuses_compile_without_a_compiler_unless_for_a_cluster(workdir):
+    spec = workdir / "compiled.yaml"
+    spec.write_text((REPO_ROOT / "experiments" / "tiny.yaml").read_text().replace(
+        "  gpt:\n    precision: fp32\n", "  gpt:\n    precision: fp32\n    compile: true\n"))
+    empty = workdir / "no-compilers"
+    empty.mkdir(exist_ok=True)
+    env = {k: v for k, v in cli_env(workdir / ".home").items() if k not in ("CC", "CXX", "RAY_ADDRESS")}
+    env["PATH"] = str(empty)
+    command = [sys.executable, str(REPO_ROOT / "sweep.py"), "--experiment", str(spec), "--dry-run"]
+    local = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
+    assert local.returncode == 2, (local.stdout[-1000:], local.stderr[-1000:])
+    assert local.stderr.strip().splitlines() == [
+        "sweep.py: error: gpt: compile: true needs a C++ compiler for Inductor's CPU kernels (g++, or $CXX); "
+        "install one (apt-get install g++) or set compile: false"]
+    # For a cluster the workers' nodes check themselves: the plan is printed, compiled trials marked.
+    cluster = subprocess.run(command, cwd=workdir, env=env | {"RAY_ADDRESS": "10.0.0.1:6379"}, capture_output=True,
+                             text=True, timeout=300)
+    assert cluster.returncode == 0, cluster.stderr[-1000:]
+    assert "fp32+compile" in cluster.stdout
+
+
 @pytest.mark.parametrize("args, message", [
     (["--arch", "transformer"], "unknown architecture transformer"),
     (["--sizes", "huge"], "unknown size(s) huge"),

@@ -9,17 +9,14 @@ import pytest
 
 from abcmusic.errors import UserError
 from abcmusic.sweep import driver
-from abcmusic.sweep.driver import best_lr_points, check_splits_fit_context, plan, trial_resources
+from abcmusic.sweep.driver import (best_lr_points, check_compilers, check_splits_fit_context, plan,
+                                  trial_resources)
 from abcmusic.sweep.spec import build_grid, load_spec, train_config
 
 
 @pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
 def test_shipped_experiments_load_and_plan(name):
     spec = load_spec(name)
-    if any(a.compile for a in spec.archs.values()) and not driver.has_c_compiler():
-        with pytest.raises(UserError, match="needs a C compiler"):
-            plan(spec, tuple(spec.archs), vocab_size=97)
-        return
     planned = plan(spec, tuple(spec.archs), vocab_size=97)
     assert len(planned) == len(build_grid(spec)) > 0
 
@@ -52,16 +49,43 @@ def test_precision_and_compile_reach_each_trials_training_config(tmp_path, monke
     configs = {p.trial.arch: train_config(spec, p.trial) for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
     assert (configs["gpt"].precision, configs["gpt"].compile) == ("bf16", True)
     assert (configs["lstm"].precision, configs["lstm"].compile) == ("tf32", False)
-    monkeypatch.setenv("PATH", str(tmp_path))  # no C compiler on it
-    with pytest.raises(UserError, match="gpt: compile: true needs a C compiler"):
-        plan(spec, ("gpt",), vocab_size=51)
-    monkeypatch.undo()
     path.write_text(path.read_text().replace("compile: true", "compile: 3"))
     with pytest.raises(UserError, match="gpt size a: compile must be true or false"):
         plan(load_spec(str(path)), ("gpt",), vocab_size=51)
     path.write_text(path.read_text().replace("precision: tf32", "precision: fp8"))
     with pytest.raises(UserError, match="lstm size b: precision must be one of fp32, tf32, bf16, fp16"):
         plan(load_spec(str(path)), ("lstm",), vocab_size=51)
+
+
+def test_compile_without_the_devices_compiler_is_refused_on_a_local_ray_only(tmp_path, monkeypatch):
+    path = tmp_path / "compiled.yaml"
+    path.write_text("name: c\ndata: d\ntrain: {tokens: 4096, context: 16, batch_size: 4}\n"
+                    "archs:\n  gpt: {compile: true, sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}\n"
+                    "  lstm: {sizes: {b: {n_layer: 1, n_embd: 8, hidden: 8}}}\n")
+    planned = plan(load_spec(str(path)), ("gpt", "lstm"), vocab_size=51)
+    cpu = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "custom_per_worker": {}}
+    gpu = cpu | {"gpus_per_worker": 1}
+    for variable in ("CC", "CXX"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    with pytest.raises(UserError, match=r"^gpt: compile: true needs a C\+\+ compiler for Inductor's CPU kernels"):
+        check_compilers(planned, cpu, joined=False)
+    with pytest.raises(UserError, match=r"^gpt: compile: true needs a C compiler for Triton's kernels"):
+        check_compilers(planned, gpu, joined=False)
+    check_compilers(planned, gpu, joined=True)  # a cluster's trials check the nodes they run on
+    check_compilers([p for p in planned if p.trial.arch == "lstm"], cpu, joined=False)  # nothing compiles
+
+    # Each device's own compiler: g++ (or $CXX) for the CPU, gcc or clang (or $CC) for Triton.
+    (tmp_path / "g++").write_text("#!/bin/sh\n")
+    (tmp_path / "g++").chmod(0o755)
+    check_compilers(planned, cpu, joined=False)
+    with pytest.raises(UserError, match="Triton"):
+        check_compilers(planned, gpu, joined=False)
+    monkeypatch.setenv("CC", str(tmp_path / "g++"))
+    check_compilers(planned, gpu, joined=False)
+    monkeypatch.setenv("CXX", "no-such-cxx")
+    with pytest.raises(UserError, match=r"\$CXX=no-such-cxx is not found"):
+        check_compilers(planned, cpu, joined=False)
 
 
 def test_grid_repeats_sizes_over_learning_rates_and_seeds():

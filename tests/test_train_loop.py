@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from abcmusic.models.registry import build_model
+from abcmusic.train.compilers import CompilerMissing
 from abcmusic.train.loop import TrainConfig, eval_starts, train, window_batch
 
 VOCAB = 12
@@ -182,6 +183,16 @@ def test_compiled_training_matches_eager_training():
     assert list(models[1].state_dict()) == list(models[0].state_dict())
     for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4)
+
+
+def test_compile_without_a_compiler_fails_before_the_first_step_and_names_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++ on it
+    steps = []
+    with pytest.raises(CompilerMissing, match=r"^compile: true needs a C\+\+ compiler for Inductor's CPU kernels "
+                                              r"\(g\+\+, or \$CXX\) on "):
+        train(tiny_gpt(), pattern_stream(), pattern_stream(), config(compile=True), lambda m, s: steps.append(m))
+    assert steps == []
 
 
 def test_compile_must_be_a_boolean():

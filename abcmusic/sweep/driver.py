@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-import shutil
+import re
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass
@@ -25,6 +25,7 @@ from abcmusic.sweep.mlflow_relay import start_relay
 from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash, train_config
 from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
+from abcmusic.train.compilers import missing_compiler
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 
@@ -70,19 +71,23 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
             train_config(spec, trial).validate(spec.resources.workers_per_trial)
         except (ValueError, TypeError) as error:
             raise UserError(f"{trial.arch} size {trial.size}: {error}") from None
-        if trial.compile and not has_c_compiler():
-            raise UserError(f"{trial.arch}: compile: true needs a C compiler, which torch.compile builds its "
-                            f"kernels with; install one (apt-get install gcc) or set compile: false")
         counts = architecture.param_counts(config)
         planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, spec.train.tokens,
                                     architecture.flops_per_token(config) * spec.train.tokens))
     return planned
 
 
-def has_c_compiler() -> bool:
-    """Whether this machine has a C compiler for torch.compile (Triton builds its GPU launchers with one; a CPU's
-    kernels need Inductor's C++ compiler, $CXX or g++, which Debian's g++ package brings with gcc)."""
-    return any(shutil.which(name) for name in ("cc", "gcc", "clang"))
+def check_compilers(planned: list[PlannedTrial], resources: dict[str, Any], joined: bool) -> None:
+    """On a local Ray the trials train on this machine: a trial that asks for torch.compile without the compiler
+    its device needs is a UserError before any trial starts. On a joined cluster the workers' nodes are not known
+    here (the autoscaler may not have started them); each trial checks its own node before it compiles."""
+    compiled = sorted({p.trial.arch for p in planned if p.trial.compile})
+    if not compiled or joined:
+        return
+    missing = missing_compiler("cuda" if resources["gpus_per_worker"] else "cpu")
+    if missing:
+        raise UserError(f"{', '.join(compiled)}: compile: true needs {missing}; install one (apt-get install g++) "
+                        f"or set compile: false")
 
 
 def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
@@ -133,6 +138,13 @@ def trial_resources(spec: SweepSpec, cluster: dict[str, float], can_scale_up: bo
                         f"{', '.join(f'{cluster.get(m, 0):g} {m}' for m in missing)}")
     return {"workers": r.workers_per_trial, "cpus_per_worker": r.cpus_per_worker, "gpus_per_worker": gpus_per_worker,
             "custom_per_worker": dict(r.worker_resources)}
+
+
+def this_machine() -> dict[str, float]:
+    """The CPUs and GPUs a local Ray would find here, without starting it."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
 def concurrent_trials(cluster: dict[str, float], resources: dict[str, Any]) -> int:
@@ -227,6 +239,7 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
     resources = trial_resources(spec, cluster, can_scale_up=joined)
     if joined and resources["gpus_per_worker"] * resources["workers"] > cluster.get("GPU", 0):
         log(f"the cluster has {cluster.get('GPU', 0):g} GPU(s) now; trials wait for its autoscaler to add GPU nodes")
+    check_compilers(planned, resources, joined)
     log(describe_plan(planned, resources))
 
     uri = mlflow_store.tracking_uri(options.project_dir)
@@ -265,10 +278,19 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict
         raise KeyboardInterrupt
     summary = analyze(options.name, options.project_dir, spec.param_convention, log)
     failed = [r for r in results if r.error is not None]
+    for result in failed:
+        log(f"{result.path.rstrip('/').rsplit('/', 1)[-1]} failed: {error_line(result.error)}")
     if failed:
         raise TrialsFailed(f"{len(failed)} trial(s) failed (their errors are under {experiment_path}); "
                            f"the fit above uses the finished ones; retry the failed ones with --resume {options.name}")
     return summary
+
+
+def error_line(error: BaseException) -> str:
+    """A failed trial's error in one line: the exception the worker raised (the last line of what Ray Tune and Ray
+    Train wrapped around it), without its module path."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1]) if lines else type(error).__name__
 
 
 def _trial_name(trial) -> str:
