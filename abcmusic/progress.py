@@ -46,7 +46,7 @@ class Progress:
         rate = self.done / elapsed
         bar = "#" * (30 * self.done // self.total)
         # The first items' rate includes the pipeline's start-up (workers starting, imports): an estimate from
-        # them said 20 hours for a 2-minute conversion. None before 1% is done.
+        # them said 20 hours for a conversion that took 40 s. None before 1% is done.
         if rate > 0 and 100 * self.done >= self.total:
             eta = f"{(self.total - self.done) / rate:.0f}s left"
         else:
