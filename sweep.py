@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import os
 import sys
 from pathlib import Path
 
@@ -83,8 +82,8 @@ def apply_overrides(spec, args):
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    from abcmusic.sweep.driver import (SweepOptions, TrialsFailed, analyze, check_compilers, describe_plan, plan,
-                                       run_sweep, this_machine, trial_resources)
+    from abcmusic.sweep.driver import (SweepOptions, TrialsFailed, analyze, check_compilers, describe_plan,
+                                       joins_cluster, plan, run_sweep, this_machine, trial_resources)
     from abcmusic.sweep.spec import load_spec
 
     project_dir = Path.cwd()
@@ -102,7 +101,7 @@ def main(argv: list[str]) -> int:
         # No Ray is started: the resources a local run on this machine would give, without refusing what it lacks
         # (a dry run on a laptop plans the grid for a cluster too).
         resources = trial_resources(spec, this_machine(), can_scale_up=True)
-        check_compilers(planned, resources, joined=bool(args.address or os.environ.get("RAY_ADDRESS")))
+        check_compilers(planned, resources, joined=joins_cluster(args.address))
         print(describe_plan(planned, resources))
         return 0
     name = args.resume or args.name or f"{spec.name}-{datetime.datetime.now():%Y%m%d-%H%M%S}"

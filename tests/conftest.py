@@ -56,6 +56,15 @@ def run_cli(script: str, *args: str, cwd: Path, timeout: float = 600) -> subproc
     )
 
 
+def write_tiny_spec_with_compiled_gpt(path: Path) -> Path:
+    """experiments/tiny.yaml with `compile: true` for its GPT sizes, written to `path`."""
+    tiny = (REPO_ROOT / "experiments" / "tiny.yaml").read_text()
+    gpt = "  gpt:\n    precision: fp32\n"
+    assert gpt in tiny
+    path.write_text(tiny.replace(gpt, gpt + "    compile: true\n"))
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_project(tmp_path_factory) -> Path:
     """A project folder with a small prepared demo dataset at data/demo, as experiments/tiny.yaml expects."""

@@ -29,7 +29,7 @@ import pytest
 import torch
 
 from abcmusic.models.registry import build_model
-from conftest import REPO_ROOT, cli_env, run_cli
+from conftest import REPO_ROOT, cli_env, run_cli, write_tiny_spec_with_compiled_gpt
 
 pytestmark = pytest.mark.integration
 
@@ -296,9 +296,7 @@ def test_a_trial_that_compiles_on_a_node_without_its_compiler_fails_and_says_so(
                                         env_vars={"PYTHONPATH": str(sim_cluster.no_mlflow), "CXX": "no-such-cxx"})
     try:
         sim_cluster.cluster.wait_for_nodes()
-        spec = tiny_project / "compiled.yaml"
-        spec.write_text((REPO_ROOT / "experiments" / "tiny.yaml").read_text().replace(
-            "  gpt:\n    precision: fp32\n", "  gpt:\n    precision: fp32\n    compile: true\n"))
+        spec = write_tiny_spec_with_compiled_gpt(tiny_project / "compiled.yaml")
         result = run_cli("sweep.py", "--experiment", str(spec), "--arch", "gpt", "--sizes", "g1", "--name",
                          "mn-compile", "--address", sim_cluster.address, "--worker-resource", "no_cxx=1",
                          cwd=tiny_project)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from abcmusic.models.registry import build_model
-from conftest import REPO_ROOT, cli_env, run_cli
+from conftest import REPO_ROOT, cli_env, run_cli, write_tiny_spec_with_compiled_gpt
 
 pytestmark = pytest.mark.integration
 
@@ -120,9 +120,7 @@ def test_dry_run_prints_the_grid_and_starts_nothing(workdir):
 
 
 def test_dry_run_refuses_compile_without_a_compiler_unless_for_a_cluster(workdir):
-    spec = workdir / "compiled.yaml"
-    spec.write_text((REPO_ROOT / "experiments" / "tiny.yaml").read_text().replace(
-        "  gpt:\n    precision: fp32\n", "  gpt:\n    precision: fp32\n    compile: true\n"))
+    spec = write_tiny_spec_with_compiled_gpt(workdir / "compiled.yaml")
     empty = workdir / "no-compilers"
     empty.mkdir(exist_ok=True)
     env = {k: v for k, v in cli_env(workdir / ".home").items() if k not in ("CC", "CXX", "RAY_ADDRESS")}

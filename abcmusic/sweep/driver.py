@@ -25,7 +25,7 @@ from abcmusic.sweep.mlflow_relay import start_relay
 from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash, train_config
 from abcmusic.sweep.trial import model_config, run_trial
 from abcmusic.tracking import mlflow_store
-from abcmusic.train.compilers import missing_compiler
+from abcmusic.train.compilers import compile_refusal
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 
@@ -84,10 +84,9 @@ def check_compilers(planned: list[PlannedTrial], resources: dict[str, Any], join
     compiled = sorted({p.trial.arch for p in planned if p.trial.compile})
     if not compiled or joined:
         return
-    missing = missing_compiler("cuda" if resources["gpus_per_worker"] else "cpu")
-    if missing:
-        raise UserError(f"{', '.join(compiled)}: compile: true needs {missing}; install one (apt-get install g++) "
-                        f"or set compile: false")
+    refusal = compile_refusal("cuda" if resources["gpus_per_worker"] else "cpu")
+    if refusal:
+        raise UserError(f"{', '.join(compiled)}: {refusal}")
 
 
 def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
@@ -210,9 +209,14 @@ def _start_ray(address: str | None, slots: int) -> dict[str, float]:
     return dict(ray.cluster_resources())
 
 
+def joins_cluster(address: str | None) -> bool:
+    """Whether the sweep joins a Ray cluster (--address or $RAY_ADDRESS) rather than starting a local Ray."""
+    return bool(address or os.environ.get("RAY_ADDRESS"))
+
+
 def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> dict:
     spec = options.spec
-    joined = bool(options.address or os.environ.get("RAY_ADDRESS"))
+    joined = joins_cluster(options.address)
     _set_ray_environment(joined)
     # A dataset URI (s3://...) is what trials are given; each machine reads it through its local copy.
     data_location = spec.data if is_uri(spec.data) else str((options.project_dir / spec.data).resolve())

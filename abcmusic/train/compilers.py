@@ -17,13 +17,21 @@ def missing_compiler(device_type: str) -> str | None:
     """What torch.compile lacks on this machine for `device_type` ("cuda" or "cpu"), or None if nothing."""
     if device_type == "cuda":
         cc = os.environ.get("CC")
-        if (cc and shutil.which(cc)) or (not cc and (shutil.which("gcc") or shutil.which("clang"))):
+        if shutil.which(cc) if cc else (shutil.which("gcc") or shutil.which("clang")):
             return None
         return f"a C compiler for Triton's kernels ({f'$CC={cc} is not found' if cc else 'gcc or clang, or $CC'})"
     cxx = os.environ.get("CXX")
     if shutil.which(cxx or "g++"):
         return None
     return f"a C++ compiler for Inductor's CPU kernels ({f'$CXX={cxx} is not found' if cxx else 'g++, or $CXX'})"
+
+
+def compile_refusal(device_type: str, where: str = "") -> str | None:
+    """Why `compile: true` cannot run here (`where` names the machine), or None when it can."""
+    missing = missing_compiler(device_type)
+    if missing is None:
+        return None
+    return f"compile: true needs {missing}{where}; install one (apt-get install g++) or set compile: false"
 
 
 class CompilerMissing(RuntimeError):

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from abcmusic.train.compilers import CompilerMissing, missing_compiler
+from abcmusic.train.compilers import CompilerMissing, compile_refusal
 from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode
 from abcmusic.train.throughput import synchronize
 
@@ -170,9 +170,8 @@ def train(
     eval_at, checkpoint_at = config.report_steps()
     log_every = config.log_every_steps or max(1, config.steps // 20)
 
-    if config.compile and (missing := missing_compiler(device.type)):
-        raise CompilerMissing(f"compile: true needs {missing} on {socket.gethostname()}; install one "
-                              f"(apt-get install g++) or set compile: false")
+    if config.compile and (refusal := compile_refusal(device.type, f" on {socket.gethostname()}")):
+        raise CompilerMissing(refusal)
     raw_model = model.module if hasattr(model, "module") else model
     forward = torch.compile(model) if config.compile else model
     optimizer = make_optimizer(model, config)
