@@ -1,4 +1,4 @@
-"""Unit tests for the ABC cleaning rules in abcmusic.abc.cleaning, on real midi2abc-style text."""
+"""Unit tests for the ABC cleaning rules in abcmusic.notation.cleaning, on real midi2abc-style text."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from abcmusic.abc.cleaning import (
+from abcmusic.notation.cleaning import (
     REWRITES,
     RULE_NAMES,
     check_structure,

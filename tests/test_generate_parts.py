@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from abcmusic.abc.validity import validate_tune
+from abcmusic.notation.validity import validate_tune
 from abcmusic.data.vocab import Vocabulary
 from abcmusic.errors import UserError
 from abcmusic.generate import html_report

@@ -1,4 +1,4 @@
-"""Unit tests for abcmusic.abc.music_metrics: hand-written tunes with known answers, garbage, and real demo tunes."""
+"""Unit tests for abcmusic.notation.music_metrics: hand-written tunes with known answers, garbage, and real demo tunes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from abcmusic.abc.music_metrics import (
+from abcmusic.notation.music_metrics import (
     default_unit_length,
     entropy_bits,
     key_signature,

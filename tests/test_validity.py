@@ -1,4 +1,4 @@
-"""Tests for abcmusic.abc.validity with the real abc2midi: the shared broken tunes, edge cases, limits, real tunes."""
+"""Tests for abcmusic.notation.validity with the real abc2midi: the shared broken tunes, edge cases, limits, real tunes."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from abcmusic.abc.validity import (
+from abcmusic.notation.validity import (
     Verdict,
     count_note_ons,
     reason_code,

@@ -11,7 +11,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from abcmusic.abc.cleaning import clean_tune
+from abcmusic.notation.cleaning import clean_tune
 from abcmusic.data.midi_folder import LocalMidiFolder, MidiTooLarge, UriMidiFolder
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
 from abcmusic.errors import first_line

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from abcmusic import tools
-from abcmusic.abc.cleaning import CHECKS, REWRITES
+from abcmusic.notation.cleaning import CHECKS, REWRITES
 from abcmusic.data import dataset_dir
 from abcmusic.data.assemble import build_vocabulary, select_tunes, write_splits
 from abcmusic.data.conversion_job import FileSummary, convert_all
@@ -30,7 +30,7 @@ from abcmusic.ray_session import start_ray
 VALIDITY_SAMPLE = 200  # test tunes judged by abc2midi for the manifest's reference validity rate
 
 # The modules whose code decides a dataset's content: a change to any of them makes an old dataset stale.
-CONTENT_MODULES = ("abc/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
+CONTENT_MODULES = ("notation/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
                    "data/assemble.py", "smf.py")
 
 
@@ -129,7 +129,7 @@ def judge_split(split_dir: Path, count: int) -> dict:
     generated samples are compared against."""
     import pyarrow.parquet as pq
 
-    from abcmusic.abc.validity import reason_counts, valid_fraction, validate_tunes
+    from abcmusic.notation.validity import reason_counts, valid_fraction, validate_tunes
 
     tunes = pq.read_table(split_dir, columns=["abc"])["abc"].to_pylist() if any(split_dir.glob("*.parquet")) else []
     if not tunes:

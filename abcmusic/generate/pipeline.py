@@ -16,8 +16,8 @@ from typing import Callable
 import pyarrow.parquet as pq
 import torch
 
-from abcmusic.abc.music_metrics import summarise, tune_metrics
-from abcmusic.abc.validity import Verdict, reason_counts, valid_fraction, validate_tune, validate_tunes
+from abcmusic.notation.music_metrics import summarise, tune_metrics
+from abcmusic.notation.validity import Verdict, reason_counts, valid_fraction, validate_tune, validate_tunes
 from abcmusic.data.copy_index import CopyIndex, copy_summary
 from abcmusic.data.dataset_dir import read_manifest
 from abcmusic.data.remote import local_dataset

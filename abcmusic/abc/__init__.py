@@ -1,1 +1,0 @@
-"""ABC text rules: cleaning (and, later, validation) of ABC notation."""

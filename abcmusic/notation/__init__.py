@@ -1,0 +1,1 @@
+"""ABC notation rules: cleaning converted text, judging validity with abc2midi, musical metrics."""
