@@ -13,7 +13,7 @@ from abcmusic.errors import UserError
 from abcmusic.generate import html_report
 from abcmusic.generate.pipeline import GeneratedSample, judge, split_counts
 from abcmusic.generate.prompts import encode_prompt, header_and_first_bar, read_prompts_file
-from abcmusic.generate.render import audio_renderer, render_svg, render_wav
+from abcmusic.generate.render import audio_renderer, missing_timidity_source, render_svg, render_wav
 from abcmusic.generate.run_model import RunInfo
 
 TUNE = "X:1\nT:Scale\nM:4/4\nL:1/8\nK:G\nGABc defg|gfed cBAG|\nG8|]\n"
@@ -66,6 +66,34 @@ def test_render_wav_from_the_judged_midi(tmp_path):
     assert validate_tune(TUNE, midi_out=midi).valid
     assert render_wav(audio_renderer(), midi, tmp_path / "t.wav")
     assert (tmp_path / "t.wav").read_bytes()[:4] == b"RIFF"
+
+
+def test_a_timidity_config_that_sources_a_missing_file_is_named(tmp_path):
+    patches = tmp_path / "patches.cfg"
+    patches.write_text("dir /usr/share/midi/freepats\nbank 0\n")
+    (tmp_path / "complete.cfg").write_text(f"# comment\nsource {patches}\n")
+    (tmp_path / "nested.cfg").write_text("source complete.cfg\n")
+    (tmp_path / "broken.cfg").write_text(f"source {tmp_path / 'fluidr3_gm.cfg'}\n")
+    (tmp_path / "nested_broken.cfg").write_text("source broken.cfg\n")
+    assert missing_timidity_source(tmp_path / "complete.cfg") is None
+    assert missing_timidity_source(tmp_path / "nested.cfg") is None
+    missing = tmp_path / "fluidr3_gm.cfg"
+    assert missing_timidity_source(tmp_path / "broken.cfg") == f"it sources {missing}, which is missing"
+    assert missing_timidity_source(tmp_path / "nested_broken.cfg") == missing_timidity_source(tmp_path / "broken.cfg")
+    assert missing_timidity_source(tmp_path / "absent.cfg") == f"{tmp_path / 'absent.cfg'} is missing"
+
+
+def test_timidity_without_a_usable_config_is_refused_in_one_line(tmp_path):
+    if not shutil.which("timidity") or shutil.which("fluidsynth"):
+        pytest.skip("needs timidity as the synthesizer (fluidsynth is tried first)")
+    (tmp_path / "timidity.cfg").write_text(f"source {tmp_path / 'fluidr3_gm.cfg'}\n")
+    with pytest.raises(UserError) as refused:
+        audio_renderer((tmp_path / "timidity.cfg", tmp_path / "freepats.cfg"))
+    message = str(refused.value)
+    assert "\n" not in message and "fluidr3_gm.cfg, which is missing" in message and "apt-get install" in message
+    (tmp_path / "freepats.cfg").write_text("dir /usr/share/midi/freepats\n")
+    assert audio_renderer((tmp_path / "timidity.cfg", tmp_path / "freepats.cfg"))[:3] == [
+        "timidity", "-c", str(tmp_path / "freepats.cfg")]
 
 
 def test_judge_keeps_midi_of_valid_tunes_only(tmp_path):

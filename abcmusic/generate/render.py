@@ -10,6 +10,9 @@ from pathlib import Path
 from abcmusic.errors import UserError
 
 SOUNDFONTS = ("/usr/share/sounds/sf2/default-GM.sf2", "/usr/share/sounds/sf2/FluidR3_GM.sf2")
+# Debian's timidity.cfg only sources the config of fluid-soundfont-gm, a package timidity merely recommends; the
+# freepats package brings a complete config of its own.
+TIMIDITY_CONFIGS = (Path("/etc/timidity/timidity.cfg"), Path("/etc/timidity/freepats.cfg"))
 RENDER_TIMEOUT_S = 20.0
 AUDIO_SAMPLE_RATE = 22050
 
@@ -33,16 +36,37 @@ def render_svg(abc_text: str, out_path: Path, timeout_s: float = RENDER_TIMEOUT_
         return written
 
 
-def audio_renderer() -> list[str]:
+def audio_renderer(timidity_configs: tuple[Path, ...] = TIMIDITY_CONFIGS) -> list[str]:
     """The command prefix that renders MIDI to WAV (fluidsynth with a GM soundfont, else timidity), or a UserError."""
     soundfont = next((s for s in SOUNDFONTS if Path(s).is_file()), None)
     if shutil.which("fluidsynth") and soundfont:
         return ["fluidsynth", "-ni", "-q", "-r", str(AUDIO_SAMPLE_RATE), soundfont]
     if shutil.which("timidity"):
-        return ["timidity", "-Ow", "-s", str(AUDIO_SAMPLE_RATE)]
+        problems = {config: missing_timidity_source(config) for config in timidity_configs}
+        usable = next((config for config, problem in problems.items() if problem is None), None)
+        if usable is None:
+            default = timidity_configs[0]
+            raise UserError(f"--audio: timidity cannot read its configuration ({default}: {problems[default]}); "
+                            "install its patches with: apt-get install --no-install-recommends freepats")
+        return ["timidity", "-c", str(usable), "-Ow", "-s", str(AUDIO_SAMPLE_RATE)]
     raise UserError("--audio needs a General MIDI synthesizer; install one with: "
                     "apt-get install --no-install-recommends timidity freepats "
                     "(or fluidsynth fluid-soundfont-gm)")
+
+
+def missing_timidity_source(config: Path) -> str | None:
+    """Why timidity cannot load `config` (the file, or a file it sources, is missing), or None when it can."""
+    if not config.is_file():
+        return f"{config} is missing"
+    for line in config.read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) >= 2 and words[0] == "source":
+            sourced = Path(words[1]) if Path(words[1]).is_absolute() else config.parent / words[1]
+            if not sourced.is_file():
+                return f"it sources {sourced}, which is missing"
+            if (problem := missing_timidity_source(sourced)) is not None:
+                return problem
+    return None
 
 
 def render_wav(renderer: list[str], midi_path: Path, wav_path: Path, timeout_s: float = RENDER_TIMEOUT_S) -> bool:
