@@ -1,4 +1,4 @@
-"""The progress line: a log file gets one line per 10%, and no time estimate from the first items alone."""
+"""Progress: tqdm's bar on a terminal; a log file gets a line per 10%, no estimate from the first items alone."""
 
 from __future__ import annotations
 
@@ -26,3 +26,19 @@ def test_failures_are_counted_in_the_line():
     progress = Progress(4, "convert", stream=stream)
     progress.update(done=2, failed=1)
     assert "2/4 (1 failed)" in stream.getvalue()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_terminal_gets_a_bar_redrawn_in_place_with_the_failures():
+    stream = _Terminal()
+    progress = Progress(4, "convert", stream=stream)
+    progress.update(done=2, failed=1)
+    progress.update(done=2)
+    progress.close()
+    shown = stream.getvalue()
+    assert "\r" in shown and shown.count("\n") <= 1  # redrawn in place, one newline when closed
+    assert "convert" in shown and "4/4" in shown and "1 failed" in shown
