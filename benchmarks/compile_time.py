@@ -26,8 +26,8 @@ import torch  # noqa: E402
 
 from abcmusic.cli import run_cli  # noqa: E402
 from abcmusic.models.registry import build_model  # noqa: E402
-from abcmusic.sweep.spec import build_grid, load_spec, train_config  # noqa: E402
-from abcmusic.sweep.trial import model_config  # noqa: E402
+from abcmusic.sweep.spec import build_grid, load_spec  # noqa: E402
+from abcmusic.sweep.plan import model_config  # noqa: E402
 from abcmusic.train.loop import train  # noqa: E402
 
 
@@ -42,16 +42,16 @@ def main(argv: list[str]) -> int:
     sizes = args.sizes.split(",")
     trials = [t for t in build_grid(spec) if t.arch == "gpt" and t.size in sizes and t.lr == spec.train.lrs[0]]
     stream = np.random.default_rng(0).integers(0, 100, 2_000_000).astype(np.uint16)
-    print(f"paper GPT sizes, batch {spec.train.batch_size} x context {spec.train.context}, {args.steps} steps each "
+    print(f"paper GPT sizes, batch {spec.train.loop.batch_size} x context {spec.train.loop.context}, {args.steps} steps each "
           f"phase; {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}; torch {torch.__version__}")
     print(f"{'size':<8} {'mode':<8} {'first steps s':>13} {'tokens/s':>11} {'compile s':>9} {'break-even tokens':>18}")
     for trial in trials:
         rates, firsts = {}, {}
         for compiled in (False, True):
             torch.manual_seed(0)
-            fields = dataclasses.asdict(model_config(trial, 100, spec.train.context, spec.train.dropout))
+            fields = dataclasses.asdict(model_config(trial, 100, spec.train.loop.context, spec.train.dropout))
             model = build_model("gpt", fields).to(device)
-            config = dataclasses.replace(train_config(spec, trial), compile=compiled, eval_points=1, checkpoints=1,
+            config = dataclasses.replace(spec.train.for_trial(trial), compile=compiled, eval_points=1, checkpoints=1,
                                          eval_batches=1)
             run = dataclasses.replace(config, tokens=args.steps * config.tokens_per_step, log_every_steps=args.steps)
             torch._dynamo.reset()

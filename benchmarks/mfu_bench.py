@@ -32,8 +32,8 @@ import torch  # noqa: E402
 from abcmusic.cli import run_cli  # noqa: E402
 from abcmusic.errors import UserError  # noqa: E402
 from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
-from abcmusic.sweep.spec import build_grid, load_spec, train_config  # noqa: E402
-from abcmusic.sweep.trial import model_config  # noqa: E402
+from abcmusic.sweep.spec import build_grid, load_spec  # noqa: E402
+from abcmusic.sweep.plan import model_config  # noqa: E402
 from abcmusic.train.loop import TrainConfig, train  # noqa: E402
 from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode  # noqa: E402
 from abcmusic.train.throughput import measure_peak_flops, synchronize  # noqa: E402
@@ -72,7 +72,7 @@ def plain_tokens_per_second(arch: str, model_fields: dict, config: TrainConfig, 
         for _ in range(accumulation):
             windows = stream[torch.randint(0, len(stream) - config.context - 1, (micro, 1), device=device) + offsets]
             with autocast(device, config.precision):
-                _, loss, *_ = forward(windows[:, :-1], windows[:, 1:])
+                loss = forward(windows[:, :-1], windows[:, 1:]).loss
             scaler.scale(loss / accumulation).backward()
         scaler.unscale_(optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
@@ -116,7 +116,7 @@ def main(argv: list[str]) -> int:
     if not trials:
         raise UserError(f"no size of {args.experiment} matches --arch {args.arch} --sizes {args.sizes}")
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu, {torch.get_num_threads()} threads"
-    print(f"{args.experiment}: batch {spec.train.batch_size} x context {spec.train.context}, vocab {args.vocab}, "
+    print(f"{args.experiment}: batch {spec.train.loop.batch_size} x context {spec.train.loop.context}, vocab {args.vocab}, "
           f"{args.warmup} warm-up + {args.steps} timed steps per size; {where}; torch {torch.__version__}"
           f"{'; torch.compile' if args.compile else ''}")
 
@@ -125,10 +125,10 @@ def main(argv: list[str]) -> int:
     for trial in trials:
         precisions = [trial.precision] + [p for p in compare if p != trial.precision]
         for precision in precisions:
-            config = dataclasses.replace(train_config(spec, trial), precision=precision, compile=args.compile)
+            config = dataclasses.replace(spec.train.for_trial(trial), precision=precision, compile=args.compile)
             if precision not in peaks:
                 peaks[precision] = measure_peak_flops(device, precision, samples=40)
-            architecture_config = model_config(trial, args.vocab, spec.train.context, spec.train.dropout)
+            architecture_config = model_config(trial, args.vocab, spec.train.loop.context, spec.train.dropout)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             rate = tokens_per_second(trial.arch, dataclasses.asdict(architecture_config), config, device,

@@ -31,8 +31,8 @@ import torch  # noqa: E402
 from abcmusic.data.token_stream import load_token_stream, open_dataset  # noqa: E402
 from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
 from abcmusic.sweep.spec import load_spec  # noqa: E402
-from abcmusic.sweep.trial import model_config  # noqa: E402
-from abcmusic.sweep.spec import build_grid, train_config  # noqa: E402
+from abcmusic.sweep.plan import model_config  # noqa: E402
+from abcmusic.sweep.spec import build_grid  # noqa: E402
 from abcmusic.train.loop import train  # noqa: E402
 from abcmusic.train.throughput import measure_peak_flops  # noqa: E402
 
@@ -48,7 +48,7 @@ def plain_loop_tokens_per_s(model, stream: np.ndarray, batch: int, context: int,
             started = time.perf_counter()  # three warm-up steps
         starts = generator.integers(0, len(stream) - context - 1, batch)
         windows = torch.from_numpy(stream[starts[:, None] + np.arange(context + 1)].astype(np.int64))
-        _, loss, *_ = model(windows[:, :-1], windows[:, 1:])
+        loss = model(windows[:, :-1], windows[:, 1:]).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -129,7 +129,7 @@ def main() -> None:
 
     spec = load_spec("demo")
     trial = next(t for t in build_grid(spec) if t.arch == "gpt" and t.size == args.size)
-    config = train_config(spec, trial)
+    config = spec.train.for_trial(trial)
     threads = spec.resources.cpus_per_worker
     _, vocab = open_dataset(args.data)
     stream = load_token_stream(args.data, "train", vocab.separator_id)

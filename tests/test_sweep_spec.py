@@ -8,10 +8,11 @@ import os
 import pytest
 
 from abcmusic.errors import UserError
+from abcmusic.scaling.analysis import best_lr_points
 from abcmusic.sweep import driver
-from abcmusic.sweep.driver import (best_lr_points, check_compilers, check_splits_fit_context, plan,
-                                  trial_resources)
-from abcmusic.sweep.spec import build_grid, load_spec, train_config
+from abcmusic.sweep.plan import (TrialResources, check_compilers, check_splits_fit_context, concurrent_trials, plan,
+                                 trial_resources)
+from abcmusic.sweep.spec import build_grid, load_spec
 
 
 @pytest.mark.parametrize("name", ["demo", "paper", "final", "tiny"])
@@ -36,7 +37,7 @@ def test_paper_grid_matches_the_seed_study():
     assert 104e6 <= planned["xl"].params_total <= 110e6
     assert planned["rnn-large"].params_total == pytest.approx(42.2e6, rel=0.02)
     spec = load_spec("paper")
-    assert spec.train.context == 256 and spec.train.tokens == 100_000_000
+    assert spec.train.loop.context == 256 and spec.train.loop.tokens == 100_000_000
     assert spec.archs["gpt"].precision in ("bf16", "fp16") and spec.archs["lstm"].precision == "fp32"
 
 
@@ -46,7 +47,7 @@ def test_precision_and_compile_reach_each_trials_training_config(tmp_path, monke
                     "archs:\n  gpt: {precision: bf16, compile: true, sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}\n"
                     "  lstm: {precision: tf32, sizes: {b: {n_layer: 1, n_embd: 8, hidden: 8}}}\n")
     spec = load_spec(str(path))
-    configs = {p.trial.arch: train_config(spec, p.trial) for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
+    configs = {p.trial.arch: spec.train.for_trial(p.trial) for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
     assert (configs["gpt"].precision, configs["gpt"].compile) == ("bf16", True)
     assert (configs["lstm"].precision, configs["lstm"].compile) == ("tf32", False)
     path.write_text(path.read_text().replace("compile: true", "compile: 3"))
@@ -63,8 +64,8 @@ def test_compile_without_the_devices_compiler_is_refused_on_a_local_ray_only(tmp
                     "archs:\n  gpt: {compile: true, sizes: {a: {n_layer: 1, n_head: 1, n_embd: 8}}}\n"
                     "  lstm: {sizes: {b: {n_layer: 1, n_embd: 8, hidden: 8}}}\n")
     planned = plan(load_spec(str(path)), ("gpt", "lstm"), vocab_size=51)
-    cpu = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "custom_per_worker": {}}
-    gpu = cpu | {"gpus_per_worker": 1}
+    cpu = TrialResources(workers=1, cpus_per_worker=1, gpus_per_worker=0)
+    gpu = dataclasses.replace(cpu, gpus_per_worker=1)
     for variable in ("CC", "CXX"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
@@ -113,7 +114,8 @@ def test_plan_rejects_what_cannot_train():
     spec = load_spec("tiny")
     with pytest.raises(UserError, match="unknown architecture transformer"):
         plan(spec, ("transformer",), vocab_size=51)
-    small_budget = dataclasses.replace(spec, train=dataclasses.replace(spec.train, tokens=10))
+    small_budget = dataclasses.replace(spec, train=dataclasses.replace(
+        spec.train, loop=dataclasses.replace(spec.train.loop, tokens=10)))
     with pytest.raises(UserError, match="smaller than one batch"):
         plan(small_budget, ("gpt",), vocab_size=51)
     bad_heads = dataclasses.replace(spec, archs={"gpt": dataclasses.replace(
@@ -126,11 +128,11 @@ def test_gpu_requests_are_checked_against_the_cluster():
     spec = load_spec("paper")
     with pytest.raises(UserError, match="has 0 GPU"):
         trial_resources(spec, {"CPU": 16})
-    assert trial_resources(spec, {"CPU": 16, "GPU": 4})["gpus_per_worker"] == 1
-    assert trial_resources(load_spec("demo"), {"CPU": 2})["gpus_per_worker"] == 0
-    assert trial_resources(load_spec("demo"), {"CPU": 2, "GPU": 1})["gpus_per_worker"] == 1
+    assert trial_resources(spec, {"CPU": 16, "GPU": 4}).gpus_per_worker == 1
+    assert trial_resources(load_spec("demo"), {"CPU": 2}).gpus_per_worker == 0
+    assert trial_resources(load_spec("demo"), {"CPU": 2, "GPU": 1}).gpus_per_worker == 1
     # A joined cluster with an autoscaler starts with no GPU node: the trials' requests are what scale it up.
-    assert trial_resources(spec, {"CPU": 8}, can_scale_up=True)["gpus_per_worker"] == 1
+    assert trial_resources(spec, {"CPU": 8}, can_scale_up=True).gpus_per_worker == 1
 
 
 def test_fit_points_use_each_sizes_best_learning_rate_with_all_its_seeds():
@@ -168,13 +170,13 @@ def test_ray_settings_keep_the_users_and_reach_the_trials(monkeypatch):
 
 
 def test_a_local_ray_runs_as_many_trials_as_its_scarcest_resource_holds():
-    cpu_only = {"workers": 1, "cpus_per_worker": 1, "gpus_per_worker": 0, "custom_per_worker": {}}
-    assert driver.concurrent_trials({"CPU": 2.0}, cpu_only) == 2
-    assert driver.concurrent_trials({"CPU": 1.0}, cpu_only | {"cpus_per_worker": 4}) == 1  # never zero
-    one_gpu = {"workers": 1, "cpus_per_worker": 4, "gpus_per_worker": 1, "custom_per_worker": {}}
+    cpu_only = TrialResources(workers=1, cpus_per_worker=1, gpus_per_worker=0)
+    assert concurrent_trials({"CPU": 2.0}, cpu_only) == 2
+    assert concurrent_trials({"CPU": 1.0}, dataclasses.replace(cpu_only, cpus_per_worker=4)) == 1  # never zero
+    one_gpu = TrialResources(workers=1, cpus_per_worker=4, gpus_per_worker=1)
     # a 1-GPU workstation: one trial trains, one more starts its processes and waits for the GPU
-    assert driver.concurrent_trials({"CPU": 64.0, "GPU": 1.0}, one_gpu) == 2
-    assert driver.concurrent_trials({"CPU": 64.0, "GPU": 8.0}, one_gpu) == 9
-    assert driver.concurrent_trials({"CPU": 8.0, "GPU": 8.0}, one_gpu) == 2  # the CPUs are scarcer
-    ddp = {"workers": 2, "cpus_per_worker": 1, "gpus_per_worker": 0.5, "custom_per_worker": {"fake_gpu": 1}}
-    assert driver.concurrent_trials({"CPU": 16.0, "GPU": 3.0, "fake_gpu": 2.0}, ddp) == 2
+    assert concurrent_trials({"CPU": 64.0, "GPU": 1.0}, one_gpu) == 2
+    assert concurrent_trials({"CPU": 64.0, "GPU": 8.0}, one_gpu) == 9
+    assert concurrent_trials({"CPU": 8.0, "GPU": 8.0}, one_gpu) == 2  # the CPUs are scarcer
+    ddp = TrialResources(workers=2, cpus_per_worker=1, gpus_per_worker=0.5, custom_per_worker={"fake_gpu": 1})
+    assert concurrent_trials({"CPU": 16.0, "GPU": 3.0, "fake_gpu": 2.0}, ddp) == 2

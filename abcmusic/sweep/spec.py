@@ -1,4 +1,4 @@
-"""Sweep specifications: the dataclasses that `experiments/*.yaml` map onto one to one, and the trial grid."""
+"""Sweep specifications: the dataclasses that `experiments/*.yaml` map onto, and the trial grid."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 
 from abcmusic.errors import UserError, first_line
-from abcmusic.train.loop import TrainConfig
+from abcmusic.train.config import TRIAL_FIELDS, TrainConfig
+from abcmusic.train.precision import Precision
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 PARAM_CONVENTIONS = ("non_embedding", "total")
@@ -21,28 +22,24 @@ PARAM_CONVENTIONS = ("non_embedding", "total")
 @dataclass(frozen=True)
 class ArchSpec:
     sizes: dict[str, dict[str, int]]  # size name -> model fields (vocab_size and context come from the data)
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     lrs: tuple[float, ...] = ()  # overrides the sweep's lrs for this architecture when set
     compile: bool = False  # torch.compile the training step: faster on a GPU, but each trial first compiles
 
 
 @dataclass(frozen=True)
 class TrainSpec:
-    tokens: int
-    context: int
-    batch_size: int
-    micro_batch_size: int | None = None
+    """The `train:` block: the loop's settings every trial shares (its flat keys are TrainConfig's fields, but for
+    the ones each trial sets: TRIAL_FIELDS), the learning rates each size is trained at, and the models' dropout."""
+
+    loop: TrainConfig
     lrs: tuple[float, ...] = (TrainConfig.lr,)
-    # The training loop's own defaults, so that the two never drift apart.
-    min_lr_fraction: float = TrainConfig.min_lr_fraction
-    warmup_fraction: float = TrainConfig.warmup_fraction
-    weight_decay: float = TrainConfig.weight_decay
-    grad_clip: float = TrainConfig.grad_clip
     dropout: float = 0.0
-    eval_points: int = TrainConfig.eval_points
-    checkpoints: int = TrainConfig.checkpoints
-    eval_batches: int = TrainConfig.eval_batches
-    early_stopping_patience: int = TrainConfig.early_stopping_patience  # 0: train the full budget
+
+    def for_trial(self, trial: Trial) -> TrainConfig:
+        """The training loop's config for one trial."""
+        return dataclasses.replace(self.loop, lr=trial.lr, precision=trial.precision, compile=trial.compile,
+                                   seed=trial.seed)
 
 
 @dataclass(frozen=True)
@@ -52,6 +49,15 @@ class ResourceSpec:
     gpus_per_trial: int | None = None  # None: one per worker when the cluster has GPUs, else none
     # Custom Ray resources each worker also asks for, e.g. {"a10g": 1} to land on one node type.
     worker_resources: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.workers_per_trial <= 0 or self.cpus_per_worker <= 0:
+            raise ValueError("workers_per_trial and cpus_per_worker must be positive")
+        if self.gpus_per_trial is not None and self.gpus_per_trial < 0:
+            raise ValueError("gpus_per_trial must not be negative")
+        for name, amount in self.worker_resources.items():
+            if not name or not amount > 0:
+                raise ValueError(f"worker resource {name!r}: expected a name and a positive amount")
 
 
 @dataclass(frozen=True)
@@ -64,13 +70,19 @@ class SweepSpec:
     seeds: int = 1
     param_convention: str = "non_embedding"  # which parameter count the fit uses (Kaplan et al. use non-embedding)
 
+    def __post_init__(self) -> None:
+        if self.seeds <= 0:
+            raise ValueError("seeds must be positive")
+        if self.param_convention not in PARAM_CONVENTIONS:
+            raise ValueError(f"param_convention must be one of {', '.join(PARAM_CONVENTIONS)}")
+
 
 @dataclass(frozen=True)
 class Trial:
     arch: str
     size: str
     model_fields: dict[str, int]
-    precision: str
+    precision: Precision
     lr: float
     seed: int
     compile: bool = False
@@ -81,32 +93,62 @@ class Trial:
         return f"{self.arch}-{self.size}-lr{self.lr:g}-s{self.seed}"
 
 
-def _build(cls, data: Any, where: str):
-    """Construct dataclass `cls` from YAML data, refusing unknown or missing keys with the YAML path in the error."""
+def _check_keys(data: Any, allowed: list[str], required: list[str], where: str) -> dict:
     if not isinstance(data, dict):
         raise UserError(f"{where}: expected a mapping, got {type(data).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
+    unknown = sorted(set(data) - set(allowed))
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(fields)}")
-    values = {}
-    for name, value in data.items():
-        if cls is SweepSpec and name == "train":
-            value = _build(TrainSpec, value, f"{where}.train")
-        elif cls is SweepSpec and name == "resources":
-            value = _build(ResourceSpec, value, f"{where}.resources")
-        elif cls is SweepSpec and name == "archs":
-            if not isinstance(value, dict) or not value:
-                raise UserError(f"{where}.archs: expected at least one architecture")
-            value = {arch: _build(ArchSpec, spec, f"{where}.archs.{arch}") for arch, spec in value.items()}
-        elif name == "lrs":
-            value = tuple(float(v) for v in (value if isinstance(value, list) else [value]))
-        values[name] = value
-    missing = [n for n, f in fields.items() if n not in values
-               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    missing = [name for name in required if name not in data]
     if missing:
         raise UserError(f"{where}: missing key(s) {', '.join(missing)}")
-    return cls(**values)
+    return data
+
+
+def _required(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+
+
+def _construct(cls, values: dict[str, Any], where: str):
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as error:
+        raise UserError(f"{where}: {first_line(error)}") from None
+
+
+def _learning_rates(value: Any) -> tuple[float, ...]:
+    return tuple(float(v) for v in (value if isinstance(value, list) else [value]))
+
+
+def _train_spec(data: Any, where: str) -> TrainSpec:
+    shared = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRIAL_FIELDS]
+    _check_keys(data, shared + ["lrs", "dropout"], _required(TrainConfig), where)
+    extra = {name: data[name] for name in ("dropout",) if name in data}
+    if "lrs" in data:
+        extra["lrs"] = _learning_rates(data["lrs"])
+    loop = _construct(TrainConfig, {k: v for k, v in data.items() if k in shared}, where)
+    return _construct(TrainSpec, {"loop": loop, **extra}, where)
+
+
+def _arch_spec(data: Any, where: str) -> ArchSpec:
+    _check_keys(data, [f.name for f in dataclasses.fields(ArchSpec)], _required(ArchSpec), where)
+    return _construct(ArchSpec, data | ({"lrs": _learning_rates(data["lrs"])} if "lrs" in data else {}), where)
+
+
+def spec_from_mapping(data: Any, where: str) -> SweepSpec:
+    """A SweepSpec from an experiment's parsed YAML, refusing unknown or missing keys with the YAML path."""
+    _check_keys(data, [f.name for f in dataclasses.fields(SweepSpec)], _required(SweepSpec), where)
+    archs = data["archs"]
+    if not isinstance(archs, dict) or not archs:
+        raise UserError(f"{where}.archs: expected at least one architecture")
+    values = data | {"train": _train_spec(data["train"], f"{where}.train"),
+                     "archs": {arch: _arch_spec(spec, f"{where}.archs.{arch}") for arch, spec in archs.items()}}
+    if "resources" in data:
+        resources = data["resources"]
+        _check_keys(resources, [f.name for f in dataclasses.fields(ResourceSpec)], [], f"{where}.resources")
+        values["resources"] = _construct(ResourceSpec, resources, f"{where}.resources")
+    return _construct(SweepSpec, values, where)
 
 
 def load_spec(name_or_path: str) -> SweepSpec:
@@ -121,10 +163,7 @@ def load_spec(name_or_path: str) -> SweepSpec:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise UserError(f"{path}: not valid YAML: {first_line(error)}") from None
-    spec = _build(SweepSpec, data, path.name)
-    if spec.param_convention not in PARAM_CONVENTIONS:
-        raise UserError(f"{path.name}: param_convention must be one of {', '.join(PARAM_CONVENTIONS)}")
-    return spec
+    return spec_from_mapping(data, path.name)
 
 
 def spec_hash(spec: SweepSpec) -> str:
@@ -140,15 +179,3 @@ def build_grid(spec: SweepSpec) -> list[Trial]:
                 for seed in range(spec.seeds):
                     trials.append(Trial(arch, size, dict(fields), arch_spec.precision, lr, seed, arch_spec.compile))
     return trials
-
-
-def train_config(spec: SweepSpec, trial: Trial) -> TrainConfig:
-    """The training loop's config for one trial of the spec."""
-    t = spec.train
-    return TrainConfig(
-        tokens=t.tokens, context=t.context, batch_size=t.batch_size, micro_batch_size=t.micro_batch_size,
-        lr=trial.lr, min_lr_fraction=t.min_lr_fraction, warmup_fraction=t.warmup_fraction,
-        weight_decay=t.weight_decay, grad_clip=t.grad_clip, precision=trial.precision, eval_points=t.eval_points,
-        checkpoints=t.checkpoints, eval_batches=t.eval_batches, early_stopping_patience=t.early_stopping_patience,
-        compile=trial.compile, seed=trial.seed,
-    )

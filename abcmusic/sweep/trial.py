@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import json
 import logging
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,21 +17,41 @@ import torch
 
 from abcmusic.data.remote import local_dataset
 from abcmusic.data.token_stream import load_token_stream, open_dataset
-from abcmusic.models.registry import build_model, get_architecture, make_config
+from abcmusic.models.registry import build_model, get_architecture
 from abcmusic.sweep.mlflow_relay import get_relay
+from abcmusic.sweep.plan import TrialResources, model_config
 from abcmusic.sweep.spec import Trial
-from abcmusic.train.loop import TrainConfig, eval_starts, evaluate, train
+from abcmusic.tracking.trial_record import TrialRecord
+from abcmusic.train.config import TrainConfig
+from abcmusic.train.loop import eval_starts, evaluate, train
 from abcmusic.train.throughput import measure_peak_flops
 
 STATE_FILE = "state.pt"
 
 
-def model_config(trial: Trial, vocab_size: int, context: int, dropout: float):
-    """The model config of a trial: its size's fields plus what the data and the spec decide."""
-    config_class = get_architecture(trial.arch).config_class
-    names = {f.name for f in dataclasses.fields(config_class)}
-    extra = {"vocab_size": vocab_size, "context": context, "dropout": dropout}
-    return make_config(trial.arch, **trial.model_fields, **{k: v for k, v in extra.items() if k in names})
+@dataclass(frozen=True)
+class TrialJob:
+    """Everything one trial needs: built by the driver, passed whole through Ray Tune to the trial function."""
+
+    sweep: str
+    experiment_id: str
+    storage_path: str  # Ray Train's checkpoints: a folder or URI every node reaches
+    data: str  # the prepared dataset's folder or URI
+    trial: Trial
+    train: TrainConfig
+    dropout: float
+    resources: TrialResources
+    record: TrialRecord  # the run's MLflow parameters
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every Train worker of one trial gets: the trial's job, its MLflow run and the trial's clock so far."""
+
+    job: TrialJob
+    run_id: str
+    trial_started_at: float
+    fit_called_at: float
 
 
 def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
@@ -38,7 +60,7 @@ def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
             f"  {metrics['tokens_per_s']:,.0f} tokens/s")
 
 
-def train_worker(config: dict[str, Any]) -> None:
+def train_worker(worker_job: WorkerJob) -> None:
     """Ray Train's train_loop_per_worker: load the data, build the model, train, send the final model to MLflow."""
     entered_at = time.time()
     import ray
@@ -50,15 +72,15 @@ def train_worker(config: dict[str, Any]) -> None:
     logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(config["threads"])  # a Ray worker otherwise runs torch on one thread
+    job = worker_job.job
+    torch.set_num_threads(job.resources.cpus_per_worker)  # a Ray worker otherwise runs torch on one thread
     device = ray.train.torch.get_device()
-    trial = Trial(**config["trial"])
-    train_config = TrainConfig(**config["train"])
-    data_dir = local_dataset(config["data"])  # a URI is copied to this node once, then read locally
+    trial, train_config = job.trial, job.train
+    data_dir = local_dataset(job.data)  # a URI is copied to this node once, then read locally
 
     _, vocab = open_dataset(data_dir)
     streams = {split: load_token_stream(data_dir, split, vocab.separator_id) for split in ("train", "val", "test")}
-    architecture_config = model_config(trial, len(vocab), train_config.context, config["dropout"])
+    architecture_config = model_config(trial, len(vocab), train_config.context, job.dropout)
     torch.manual_seed(trial.seed)
     model = ray.train.torch.prepare_model(build_model(trial.arch, dataclasses.asdict(architecture_config)))
 
@@ -68,8 +90,8 @@ def train_worker(config: dict[str, Any]) -> None:
         with checkpoint.as_directory() as directory:
             resume_state = torch.load(Path(directory) / STATE_FILE, weights_only=True, map_location="cpu")
 
-    run_id = config["run_id"]
-    relay = get_relay(config["sweep"]) if rank == 0 else None  # MLflow, through the driver's node
+    run_id = worker_job.run_id
+    relay = get_relay(job.sweep) if rank == 0 else None  # MLflow, through the driver's node
     if relay is not None:
         relay.add_node.remote(run_id, ray.get_runtime_context().get_node_id())
         if resume_state is not None:
@@ -97,18 +119,17 @@ def train_worker(config: dict[str, Any]) -> None:
     # Measured after training, not during start-up, when other trials' start-ups compete for the cores.
     peak_flops = measure_peak_flops(device, train_config.precision)
     flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
-    test_windows = eval_starts(streams["test"], train_config.eval_batches,
-                               train_config.micro_batch_size or train_config.batch_size // world_size,
+    test_windows = eval_starts(streams["test"], train_config.eval_batches, train_config.micro_batch(world_size),
                                train_config.context)
     test_loss = evaluate(model, streams["test"], test_windows, train_config.context, device, train_config.precision)
     final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
                      # trial start to the first step: Ray, data, model, optimizer
-                     "setup_seconds": training_called - config["trial_started_at"] + final["startup_seconds"],
+                     "setup_seconds": training_called - worker_job.trial_started_at + final["startup_seconds"],
                      "peak_flops": peak_flops,
                      # the part of set-up that is Ray Train's own: controller, placement group, worker process
-                     "ray_setup_seconds": entered_at - config["fit_called_at"],
+                     "ray_setup_seconds": entered_at - worker_job.fit_called_at,
                      **({"resource_wait_seconds": wait_seconds} if wait_seconds is not None else {}),
                      # MFU over all workers: model FLOPs per second against the summed peak of their devices
                      "mfu": flops_per_token * final["tokens_per_s"] / (peak_flops * world_size)}
@@ -136,7 +157,7 @@ def resource_wait_seconds() -> float | None:
     return None if latency is None else latency / 1000
 
 
-def run_trial(config: dict[str, Any]) -> None:
+def run_trial(job: TrialJob) -> None:
     """Ray Tune function trainable: one TorchTrainer for one (architecture, size, lr, seed)."""
     import ray
     import ray.train
@@ -144,23 +165,18 @@ def run_trial(config: dict[str, Any]) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     started_at = time.time()
-    trial = Trial(**config["trial"])
-    relay = get_relay(config["sweep"])
-    run_id = ray.get(relay.find_or_create_run.remote(config["experiment_id"], trial.key, config["params"]))
-    resources = config["resources"]
+    trial = job.trial
+    relay = get_relay(job.sweep)
+    run_id = ray.get(relay.find_or_create_run.remote(job.experiment_id, trial.key, job.record.params()))
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config=config | {"run_id": run_id, "trial_started_at": started_at, "fit_called_at": time.time()},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=resources["workers"], use_gpu=resources["gpus_per_worker"] > 0,
-            resources_per_worker={"CPU": resources["cpus_per_worker"], **(
-                {"GPU": resources["gpus_per_worker"]} if resources["gpus_per_worker"] > 0 else {}),
-                **resources.get("custom_per_worker", {})},
-        ),
+        functools.partial(train_worker, WorkerJob(job, run_id, started_at, fit_called_at=time.time())),
+        scaling_config=ray.train.ScalingConfig(num_workers=job.resources.workers,
+                                               use_gpu=job.resources.gpus_per_worker > 0,
+                                               resources_per_worker=job.resources.per_worker()),
         run_config=ray.train.RunConfig(
             # A deterministic name: a restored sweep finds this trial's checkpoints under it.
-            name=f"{config['sweep']}-{trial.key}",
-            storage_path=config["storage_path"],
+            name=f"{job.sweep}-{trial.key}",
+            storage_path=job.storage_path,
             callbacks=[TuneReportCallback()],
             failure_config=ray.train.FailureConfig(max_failures=3),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

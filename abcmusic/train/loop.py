@@ -7,10 +7,8 @@ Ray or MLflow, so it runs the same inside a Ray Train worker, in a benchmark, or
 from __future__ import annotations
 
 import contextlib
-import math
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -18,75 +16,11 @@ import torch
 from torch import nn
 
 from abcmusic.train.compilers import CompilerMissing, compile_refusal
-from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode
+from abcmusic.train.config import TrainConfig
+from abcmusic.train.precision import Precision, autocast, tf32_mode
 from abcmusic.train.throughput import synchronize
 
 EVAL_SEED = 1234  # the same validation batches for every model of a sweep
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    tokens: int  # the budget: optimizer steps x batch_size x context
-    context: int
-    batch_size: int  # sequences per optimizer step, summed over all workers
-    micro_batch_size: int | None = None  # sequences per forward pass on one worker; None: the worker's whole share
-    lr: float = 1e-3
-    min_lr_fraction: float = 0.1
-    warmup_fraction: float = 0.05
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    precision: str = "fp32"
-    eval_points: int = 8  # validation evaluations at log-spaced token counts, the last at the end
-    checkpoints: int = 10  # evenly spaced checkpoints; the last, at the end, also has the final validation loss
-    eval_batches: int = 8
-    log_every_steps: int = 0  # progress reports between evaluations; 0: about 20 per trial
-    early_stopping_patience: int = 0  # stop after this many evaluations without a new best val loss; 0: never
-    compile: bool = False  # torch.compile the training forward and backward (evaluation runs eagerly)
-    seed: int = 0
-
-    def validate(self, world_size: int = 1) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
-        if not isinstance(self.compile, bool):
-            raise ValueError(f"compile must be true or false; got {self.compile!r}")
-        if min(self.context, self.batch_size, self.eval_batches, self.eval_points) <= 0 or self.lr <= 0:
-            raise ValueError("context, batch_size, eval_batches, eval_points and lr must be positive")
-        if self.batch_size % world_size:
-            raise ValueError(f"batch_size {self.batch_size} is not divisible by {world_size} workers")
-        micro = self.micro_batch_size or self.batch_size // world_size
-        if (self.batch_size // world_size) % micro:
-            raise ValueError(f"per-worker batch {self.batch_size // world_size} is not a multiple of "
-                             f"micro_batch_size {micro}")
-        if self.tokens < self.tokens_per_step:
-            raise ValueError(f"token budget {self.tokens:,} is smaller than one batch "
-                             f"({self.batch_size} x {self.context} = {self.tokens_per_step:,} tokens)")
-
-    @property
-    def tokens_per_step(self) -> int:
-        return self.batch_size * self.context
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // self.tokens_per_step
-
-    def lr_at(self, step: int) -> float:
-        """Linear warm-up to `lr`, then cosine decay to `min_lr_fraction * lr` at the last step."""
-        warmup = max(1, round(self.warmup_fraction * self.steps))
-        if step < warmup:
-            return self.lr * (step + 1) / warmup
-        progress = (step - warmup) / max(1, self.steps - warmup)
-        min_lr = self.min_lr_fraction * self.lr
-        return min_lr + 0.5 * (self.lr - min_lr) * (1 + math.cos(math.pi * min(1.0, progress)))
-
-    def report_steps(self) -> tuple[set[int], set[int]]:
-        """(steps after which to evaluate: log-spaced, steps after which to checkpoint: evenly spaced); both end at
-        the last step; steps count from 1."""
-        steps = self.steps
-        log_spaced = {int(round(s)) for s in np.geomspace(max(1, steps / 100), steps, self.eval_points)}
-        even = {max(1, round(steps * (i + 1) / self.checkpoints)) for i in range(self.checkpoints)}
-        return log_spaced | {steps}, even | {steps}
 
 
 def window_batch(stream: np.ndarray, starts: np.ndarray, context: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -109,7 +43,7 @@ def eval_starts(stream: np.ndarray, n_batches: int, batch: int, context: int) ->
 
 @torch.no_grad()
 def evaluate(model: nn.Module, stream: np.ndarray, starts: np.ndarray, context: int, device: torch.device,
-             precision: str) -> float:
+             precision: Precision) -> float:
     was_training = model.training
     model.eval()
     losses = []
@@ -117,7 +51,7 @@ def evaluate(model: nn.Module, stream: np.ndarray, starts: np.ndarray, context: 
         for batch_starts in starts:
             x, y = window_batch(stream, batch_starts, context)
             with autocast(device, precision):
-                _, loss, *_ = model(x.to(device), y.to(device))
+                loss = model(x.to(device), y.to(device)).loss
             losses.append(loss.float())
     model.train(was_training)
     return float(torch.stack(losses).double().mean())
@@ -163,9 +97,8 @@ def train(
     """
     called = time.perf_counter()
     config.validate(world_size)
-    per_worker = config.batch_size // world_size
-    micro = config.micro_batch_size or per_worker
-    accumulation = per_worker // micro
+    micro = config.micro_batch(world_size)
+    accumulation = config.batch_size // world_size // micro
     eval_windows = eval_starts(val_stream, config.eval_batches, micro, config.context)
     eval_at, checkpoint_at = config.report_steps()
     log_every = config.log_every_steps or max(1, config.steps // 20)
@@ -207,7 +140,7 @@ def train(
                     x, y = x.pin_memory(), y.pin_memory()
                 sync = micro_step == accumulation - 1 or not hasattr(model, "no_sync")
                 with contextlib.nullcontext() if sync else model.no_sync(), autocast(device, config.precision):
-                    _, loss, *_ = forward(x.to(device, non_blocking=True), y.to(device, non_blocking=True))
+                    loss = forward(x.to(device, non_blocking=True), y.to(device, non_blocking=True)).loss
                 scaler.scale(loss / accumulation).backward()
                 loss_sum += loss.detach().float()
             scaler.unscale_(optimizer)

@@ -9,15 +9,16 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Literal, get_args
 
 import torch
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+Precision = Literal["fp32", "tf32", "bf16", "fp16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 MATMUL_DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+def autocast(device: torch.device, precision: Precision) -> contextlib.AbstractContextManager:
     """The forward pass's autocast for `precision`: none for fp32 and tf32."""
     if precision in ("fp32", "tf32"):
         return contextlib.nullcontext()
@@ -25,7 +26,7 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
 
 
 @contextlib.contextmanager
-def tf32_mode(precision: str) -> Iterator[None]:
+def tf32_mode(precision: Precision) -> Iterator[None]:
     """TF32 on for matmuls and cuDNN under `tf32`, off otherwise; the process's previous settings are restored.
 
     Covers the backward pass too, which runs outside autocast: enter it around the whole training loop."""

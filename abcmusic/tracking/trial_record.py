@@ -1,0 +1,63 @@
+"""What a trial's MLflow run records about it as parameters: written once when the run is created, read back by
+the fit and by generate.py. The one place that knows the parameter names."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    arch: str
+    size: str
+    model_fields: dict[str, Any]  # the size's model fields (n_layer, n_embd, ...), logged as parameters of their own
+    params_total: int
+    params_non_embedding: int
+    tokens: int
+    context: int
+    batch_size: int
+    lr: float
+    seed: int
+    precision: str
+    compile: bool
+    dropout: float
+    dataset: str  # the dataset's folder or URI as the trials read it
+    dataset_hash: str
+    spec_hash: str
+    workers: int
+    cpus_per_worker: int
+    gpus_per_worker: float
+
+    def params(self) -> dict[str, str]:
+        """MLflow parameters: every field as a string, the model fields flattened beside them."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "model_fields"}
+        return {name: str(value) for name, value in (self.model_fields | fields).items()}
+
+    def n(self, convention: str) -> int:
+        """The parameter count the fit uses: `non_embedding` or `total`."""
+        return self.params_non_embedding if convention == "non_embedding" else self.params_total
+
+    @classmethod
+    def from_params(cls, params: dict[str, str]) -> TrialRecord:
+        """The record a run's parameters hold; a KeyError names a parameter the run lacks."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "model_fields":
+                continue
+            raw = params[f.name]
+            values[f.name] = {"int": int, "float": float, "bool": lambda text: text == "True"}.get(f.type, str)(raw)
+        known = {f.name for f in dataclasses.fields(cls)}
+        values["model_fields"] = {name: _parse(raw) for name, raw in params.items() if name not in known}
+        return cls(**values)
+
+
+def _parse(raw: str) -> int | float | bool:
+    """A number or a boolean logged with str()."""
+    if raw in ("True", "False"):
+        return raw == "True"
+    try:
+        return int(raw)
+    except ValueError:
+        return float(raw)
