@@ -1,4 +1,5 @@
-"""Unit tests for abcmusic.data.dataset_dir: output-folder checks, atomic publish and stale staging cleanup."""
+"""Unit tests for abcmusic.data.dataset_dir and abcmusic.publish: output-folder checks, atomic publish and stale
+staging cleanup."""
 
 from __future__ import annotations
 
@@ -6,18 +7,16 @@ import json
 
 import pytest
 
-from abcmusic.data import dataset_dir
 from abcmusic.data.dataset_dir import (
     DATASET_FORMAT,
     MANIFEST,
     check_output_dir,
-    new_staging_dir,
     publish,
     read_manifest,
-    remove_stale_staging,
     write_json_atomically,
 )
 from abcmusic.errors import UserError
+from abcmusic.publish import STAGING_MARK, new_staging_dir, remove_stale_staging, staging_dir
 
 
 def make_dataset(folder, marker: str) -> dict:
@@ -202,6 +201,17 @@ def test_remove_stale_staging_with_glob_characters_in_the_name(tmp_path):
 def test_staging_marks_are_what_remove_stale_staging_looks_for(tmp_path):
     out = tmp_path / "dataset"
     staging = new_staging_dir(out)
-    assert dataset_dir.STAGING_MARK in staging.name
+    assert STAGING_MARK in staging.name
     assert remove_stale_staging(out) == [staging]
     assert not staging.exists()
+
+
+def test_a_failed_run_leaves_no_staging_folder_and_the_old_target(tmp_path):
+    out = tmp_path / "dataset"
+    old_manifest = make_dataset(out, "old")
+    with pytest.raises(KeyboardInterrupt):
+        with staging_dir(out) as staging:
+            make_dataset(staging, "half written")
+            raise KeyboardInterrupt
+    assert read_manifest(out) == old_manifest
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset"]

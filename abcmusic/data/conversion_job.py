@@ -11,7 +11,6 @@ output independent of task scheduling.
 from __future__ import annotations
 
 import math
-import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow.parquet as pq
 
 from abcmusic.data.convert import ConvertLimits, convert_file
 from abcmusic.data.midi_folder import open_midi_folder
+from abcmusic.publish import write_file_atomically
 
 PART_SCHEMA = pa.schema([("file_index", pa.int64()), ("source_path", pa.string()), ("abc", pa.string())])
 MAX_FILES_PER_TASK = 64
@@ -91,10 +91,7 @@ def write_part(parts_dir: Path, row: dict[str, Any]) -> None:
     """Write the part a summary row carries, if it carries one (write-then-rename: never a torn part)."""
     if not row["part"]:
         return
-    target = part_path(parts_dir, int(row["chunk_index"]))
-    temporary = target.with_suffix(".tmp")
-    temporary.write_bytes(row["part"])
-    os.replace(temporary, target)
+    write_file_atomically(part_path(parts_dir, int(row["chunk_index"])), row["part"])
 
 
 def convert_all(

@@ -1,26 +1,21 @@
-"""A prepared dataset's folder: what counts as complete, where an unfinished run writes, and the atomic publish.
+"""A prepared dataset's folder: what counts as complete, which output folders are refused, and the guarded publish.
 
 A dataset is complete exactly when its manifest.json exists and names this format; it is written last, inside a
-staging folder beside the target, and the whole folder is renamed into place. A run killed at any point leaves
-either the previous dataset or nothing at the target, never a half-written one.
+staging folder beside the target, and the whole folder is renamed into place (abcmusic.publish). A run killed at
+any point leaves either the previous dataset or nothing at the target, never a half-written one.
 """
 
 from __future__ import annotations
 
-import glob
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 from abcmusic.errors import UserError
+from abcmusic.publish import publish_dir, write_file_atomically
 
 DATASET_FORMAT = "abcmusic-dataset"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
-STAGING_MARK = ".incomplete-"
-PREVIOUS_MARK = ".previous-"
 
 
 def read_manifest(dataset_dir: Path) -> dict | None:
@@ -44,37 +39,12 @@ def check_output_dir(out_dir: Path) -> dict | None:
     return manifest
 
 
-def remove_stale_staging(out_dir: Path) -> list[Path]:
-    """Delete the staging (and replaced-dataset) folders that killed runs left beside `out_dir`."""
-    if not out_dir.parent.exists():
-        return []
-    name = glob.escape(out_dir.name)
-    stale = sorted(p for mark in (STAGING_MARK, PREVIOUS_MARK) for p in out_dir.parent.glob(f".{name}{mark}*"))
-    for path in stale:
-        shutil.rmtree(path, ignore_errors=True)
-    return stale
-
-
-def new_staging_dir(out_dir: Path) -> Path:
-    staging = out_dir.parent / f".{out_dir.name}{STAGING_MARK}{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    return staging
-
-
 def write_json_atomically(path: Path, data: dict) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(data, indent=1, sort_keys=False) + "\n")
-    os.replace(temporary, path)
+    write_file_atomically(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
 
 
 def publish(staging: Path, out_dir: Path) -> None:
     """Move the finished staging folder to `out_dir`, replacing a previous dataset there."""
     if not (staging / MANIFEST).exists():
         raise RuntimeError(f"refusing to publish {staging}: it has no {MANIFEST}")
-    previous = None
-    if out_dir.exists():
-        previous = out_dir.parent / f".{out_dir.name}{PREVIOUS_MARK}{uuid.uuid4().hex[:8]}"
-        os.replace(out_dir, previous)
-    os.replace(staging, out_dir)
-    if previous is not None:
-        shutil.rmtree(previous, ignore_errors=True)
+    publish_dir(staging, out_dir)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Callable
 
 from abcmusic import tools
-from abcmusic.data import dataset_dir
 from abcmusic.progress import Progress
+from abcmusic.publish import publish_dir, remove_stale_staging, staging_dir
 
 DONE_MARK = "demo-corpus.json"  # written last: a folder without it is not a finished corpus
 RENDER_TIMEOUT_S = 10.0
@@ -99,9 +98,8 @@ def build_demo_corpus(target: Path, max_tunes: int | None = None, log: Callable[
     tools.require("abc2midi")
     tunes = evenly_spaced(collect_tunes(music21_corpus_root()), max_tunes)
     log(f"building the demo corpus: {len(tunes)} tunes from music21's ABC corpus -> MIDI with abc2midi, into {target}")
-    dataset_dir.remove_stale_staging(target)
-    staging = dataset_dir.new_staging_dir(target)
-    try:
+    remove_stale_staging(target)
+    with staging_dir(target) as staging:
         progress = Progress(len(tunes), "abc2midi")
         rendered = 0
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -112,9 +110,5 @@ def build_demo_corpus(target: Path, max_tunes: int | None = None, log: Callable[
         (staging / DONE_MARK).write_text(json.dumps(
             {"settings": settings, "tunes": len(tunes), "rendered": rendered, "failed": len(tunes) - rendered},
             indent=1) + "\n")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(staging, target)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_dir(staging, target)
     return target

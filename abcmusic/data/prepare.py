@@ -25,6 +25,7 @@ from abcmusic.data.midi_folder import MidiFile, open_midi_folder
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
 from abcmusic.progress import Progress
+from abcmusic.publish import remove_stale_staging, staging_dir
 from abcmusic.ray_session import start_ray
 
 VALIDITY_SAMPLE = 200  # test tunes judged by abc2midi for the manifest's reference validity rate
@@ -158,80 +159,78 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
         return existing
     discover_seconds = time.monotonic() - started_at
 
-    for stale in dataset_dir.remove_stale_staging(out_dir):
+    for stale in remove_stale_staging(out_dir):
         log(f"removed {stale.name}, left by an unfinished run")
-    staging = dataset_dir.new_staging_dir(out_dir)
     ray_started = False
-    try:
-        ray_start = time.monotonic()
-        # Tasks can run on any node when every node reads the MIDI folder: a URI, or a shared mount.
-        spread_over_nodes = config.spread_over_nodes or midi_folder.is_uri
-        n_cpus, ray_started = _start_ray(config.ray_address, spread_over_nodes)
-        ray_seconds = time.monotonic() - ray_start
-        log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
-        parts_dir = staging / "converted"
-        parts_dir.mkdir()
-        convert_start = time.monotonic()
-        progress = Progress(len(source_paths), "midi2abc")
-        summaries = []
-        for summary in convert_all(midi_folder.location, source_paths, parts_dir, config.limits, n_cpus,
-                                   spread_over_nodes):
-            summaries.append(summary)
-            progress.update(failed=summary.status == "failed")
-        progress.close()
-        summaries.sort(key=lambda s: s.file_index)
-        convert_seconds = time.monotonic() - convert_start
-        if len(summaries) != len(source_paths):
-            raise RuntimeError(f"conversion returned {len(summaries)} results for {len(source_paths)} files")
+    with staging_dir(out_dir) as staging:
+        try:
+            ray_start = time.monotonic()
+            # Tasks can run on any node when every node reads the MIDI folder: a URI, or a shared mount.
+            spread_over_nodes = config.spread_over_nodes or midi_folder.is_uri
+            n_cpus, ray_started = _start_ray(config.ray_address, spread_over_nodes)
+            ray_seconds = time.monotonic() - ray_start
+            log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
+            parts_dir = staging / "converted"
+            parts_dir.mkdir()
+            convert_start = time.monotonic()
+            progress = Progress(len(source_paths), "midi2abc")
+            summaries = []
+            for summary in convert_all(midi_folder.location, source_paths, parts_dir, config.limits, n_cpus,
+                                       spread_over_nodes):
+                summaries.append(summary)
+                progress.update(failed=summary.status == "failed")
+            progress.close()
+            summaries.sort(key=lambda s: s.file_index)
+            convert_seconds = time.monotonic() - convert_start
+            if len(summaries) != len(source_paths):
+                raise RuntimeError(f"conversion returned {len(summaries)} results for {len(source_paths)} files")
 
-        assemble_start = time.monotonic()
-        selection = select_tunes(summaries, config.fractions)
-        vocab = build_vocabulary(summaries, selection)
-        splits = write_splits(parts_dir, staging, selection, vocab)
-        shutil.rmtree(parts_dir)
-        vocab.save(staging / "vocab.json")
-        _write_rejected(staging / "rejected.jsonl", summaries, selection.duplicates)
-        outcomes = _count_outcomes(summaries)
-        test_validity = judge_split(staging / "test", VALIDITY_SAMPLE)
-        manifest = {
-            "format": dataset_dir.DATASET_FORMAT,
-            "format_version": dataset_dir.FORMAT_VERSION,
-            "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "midi_dir": midi_folder.location,
-            "fingerprint": fingerprint,
-            "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits)},
-            "files": {
-                "found": len(source_paths),
-                "converted": sum(s.status != "failed" for s in summaries),
-                "failed": sum(s.status == "failed" for s in summaries),
-            },
-            **outcomes,
-            "tunes_after_cleaning": sum(s.status == "ok" for s in summaries),
-            "duplicates": len(selection.duplicates),
-            "tunes": len(selection.split_by_index),
-            "splits": splits,
-            "vocab_size": len(vocab),
-            "test_validity": test_validity,
-            "tools": tool_versions | {"python": platform.python_version(), "ray": ray_version(),
-                                      "pyarrow": pyarrow_version(), "code": _code_version()},
-            "seconds": {
-                "discover": round(discover_seconds, 2),
-                "ray_start": round(ray_seconds, 2),
-                "convert": round(convert_seconds, 2),
-                "assemble": round(time.monotonic() - assemble_start, 2),
-                "total": round(time.monotonic() - started_at, 2),
-            },
-        }
-        dataset_dir.write_json_atomically(staging / dataset_dir.MANIFEST, manifest)
-        dataset_dir.publish(staging, out_dir)
-        return manifest
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-        if ray_started:
-            import ray
+            assemble_start = time.monotonic()
+            selection = select_tunes(summaries, config.fractions)
+            vocab = build_vocabulary(summaries, selection)
+            splits = write_splits(parts_dir, staging, selection, vocab)
+            shutil.rmtree(parts_dir)
+            vocab.save(staging / "vocab.json")
+            _write_rejected(staging / "rejected.jsonl", summaries, selection.duplicates)
+            outcomes = _count_outcomes(summaries)
+            test_validity = judge_split(staging / "test", VALIDITY_SAMPLE)
+            manifest = {
+                "format": dataset_dir.DATASET_FORMAT,
+                "format_version": dataset_dir.FORMAT_VERSION,
+                "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "midi_dir": midi_folder.location,
+                "fingerprint": fingerprint,
+                "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits)},
+                "files": {
+                    "found": len(source_paths),
+                    "converted": sum(s.status != "failed" for s in summaries),
+                    "failed": sum(s.status == "failed" for s in summaries),
+                },
+                **outcomes,
+                "tunes_after_cleaning": sum(s.status == "ok" for s in summaries),
+                "duplicates": len(selection.duplicates),
+                "tunes": len(selection.split_by_index),
+                "splits": splits,
+                "vocab_size": len(vocab),
+                "test_validity": test_validity,
+                "tools": tool_versions | {"python": platform.python_version(), "ray": ray_version(),
+                                          "pyarrow": pyarrow_version(), "code": _code_version()},
+                "seconds": {
+                    "discover": round(discover_seconds, 2),
+                    "ray_start": round(ray_seconds, 2),
+                    "convert": round(convert_seconds, 2),
+                    "assemble": round(time.monotonic() - assemble_start, 2),
+                    "total": round(time.monotonic() - started_at, 2),
+                },
+            }
+            dataset_dir.write_json_atomically(staging / dataset_dir.MANIFEST, manifest)
+            dataset_dir.publish(staging, out_dir)
+            return manifest
+        finally:
+            if ray_started:
+                import ray
 
-            ray.shutdown()
+                ray.shutdown()
 
 
 def prepare_to(config: PrepareConfig, out_location: str, log: Callable[[str], None] = print) -> dict:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from abcmusic.data.dataset_dir import MANIFEST
 from abcmusic.errors import UserError, first_line
+from abcmusic.publish import staging_dir
 from abcmusic.storage import is_uri, open_filesystem
 
 CACHE_ENV = "ABCMUSIC_CACHE"
@@ -53,16 +53,16 @@ def local_dataset(location: str | Path) -> Path:
         return target
     import pyarrow.fs
 
-    staging = target.with_name(f".{target.name}.incomplete-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.parent.mkdir(parents=True, exist_ok=True)
     filesystem, path = _filesystem(location)
-    pyarrow.fs.copy_files(path, str(staging), source_filesystem=filesystem,
-                          destination_filesystem=pyarrow.fs.LocalFileSystem())
-    try:
-        staging.rename(target)
-    except OSError:  # another process on this machine finished the same copy first
-        shutil.rmtree(staging, ignore_errors=True)
+    # Every Train worker on this machine may be copying the same dataset: each copies into its own staging
+    # folder, the first to finish publishes, and no one removes another's staging folder.
+    with staging_dir(target) as staging:
+        pyarrow.fs.copy_files(path, str(staging), source_filesystem=filesystem,
+                              destination_filesystem=pyarrow.fs.LocalFileSystem())
+        try:
+            staging.rename(target)
+        except OSError:  # another process on this machine finished the same copy first
+            pass
     return target
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from abcmusic.generate.prompts import encode_prompt, header_and_first_bar, read_
 from abcmusic.generate.render import audio_renderer, render_svg, render_wav
 from abcmusic.generate.run_model import LoadedModel, RunInfo, find_run, finished_runs_with_models, load_model
 from abcmusic.generate.sampling import SamplingConfig, lead_ins, sample
+from abcmusic.publish import publish_dir, remove_stale_staging, staging_dir
 from abcmusic.tools import require
 from abcmusic.tracking import mlflow_store
 
@@ -138,12 +138,10 @@ def copy_index_for(dataset: Path, project_dir: Path, log: Callable[[str], None])
     started = time.perf_counter()
     texts = pq.read_table(dataset / "train", columns=["abc"])["abc"].to_pylist()
     index = CopyIndex.build(texts)
-    staging = cache.with_name(cache.name + f".incomplete-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    index.save(staging)
-    shutil.rmtree(cache, ignore_errors=True)
-    staging.rename(cache)
+    # Generate runs of other models can be building the same cache now: their staging folders are left alone.
+    with staging_dir(cache) as staging:
+        index.save(staging)
+        publish_dir(staging, cache)
     log(f"copy index over {len(texts):,} training tunes built in {time.perf_counter() - started:.1f} s ({cache})")
     return index
 
@@ -240,24 +238,17 @@ def log_to_mlflow(uri: str, info: RunInfo, out_dir: Path, metrics: dict[str, flo
     mlflow_store.log_artifacts(uri, info.run_id, out_dir, SAMPLES_ARTIFACT)
 
 
-def publish(staging: Path, out_dir: Path) -> None:
-    """Replace out_dir with the finished staging folder, so an interrupted run never leaves half a result."""
-    if out_dir.exists():
-        previous = out_dir.with_name(out_dir.name + f".previous-{os.getpid()}")
-        out_dir.rename(previous)
-        staging.rename(out_dir)
-        shutil.rmtree(previous, ignore_errors=True)
-    else:
-        staging.rename(out_dir)
-
-
-def staging_for(out_dir: Path) -> Path:
+def write_run_samples(loaded: LoadedModel, options: GenerateOptions, reference: Reference, out_dir: Path,
+                      device: str, log: Callable[[str], None]) -> dict[str, float]:
+    """generate_for_run into a staging folder that replaces out_dir once complete: an interrupted run never
+    leaves half a result."""
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} exists and is not a folder")
-    staging = out_dir.with_name(f".{out_dir.name}.incomplete-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
+    remove_stale_staging(out_dir)
+    with staging_dir(out_dir) as staging:
+        metrics = generate_for_run(loaded, options, reference, staging, device, log)
+        publish_dir(staging, out_dir)
+    return metrics
 
 
 def sampling_device(non_embedding_params: int) -> str:
@@ -282,13 +273,7 @@ def run_generate(options: GenerateOptions, log: Callable[[str], None] = print) -
     loaded = load_model(uri, info, device)
     reference = measure_reference(local_dataset(info.dataset), options, log)
     out_dir = options.out or options.project_dir / "results" / info.experiment_name / "samples" / info.run_name
-    staging = staging_for(out_dir)
-    try:
-        metrics = generate_for_run(loaded, options, reference, staging, device, log)
-        publish(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    metrics = write_run_samples(loaded, options, reference, out_dir, device, log)
     log_to_mlflow(uri, info, out_dir, metrics)
     log(f"{metrics['n_valid']:.0f}/{metrics['n_samples']:.0f} samples valid ({metrics['valid_fraction']:.1%}); "
         f"real test tunes, same validator: {metrics['test_valid_fraction']:.1%} of {reference.n_tunes}; "
@@ -321,13 +306,7 @@ def run_sweep_generate(options: GenerateOptions, log: Callable[[str], None] = pr
             references[info.dataset] = measure_reference(local_dataset(info.dataset), options, log)
         loaded = load_model(uri, info, device)
         out_dir = sweep_dir / "samples" / info.run_name
-        staging = staging_for(out_dir)
-        try:
-            metrics = generate_for_run(loaded, options, references[info.dataset], staging, device, log)
-            publish(staging, out_dir)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        metrics = write_run_samples(loaded, options, references[info.dataset], out_dir, device, log)
         log_to_mlflow(uri, info, out_dir, metrics)
         results[info.run_name] = {"arch": info.arch, "size": info.size, "n": info.params_non_embedding,
                                   "final_val_loss": info.final_val_loss, "metrics": metrics}
