@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from abcmusic import tools
+from abcmusic.notation.cleaning import normalize_line_endings
 from abcmusic.progress import Progress
 from abcmusic.publish import publish_dir, remove_stale_staging, staging_dir
 
@@ -40,7 +41,7 @@ def split_tunes(text: str) -> list[str]:
     prepended to every tune, as ABC's file-header rule says."""
     header: list[str] = []
     tunes: list[list[str]] = []
-    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+    for line in normalize_line_endings(text).split("\n"):
         if line.startswith("X:"):
             tunes.append([line])
         elif tunes:

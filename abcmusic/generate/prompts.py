@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 
 from abcmusic.data.vocab import Vocabulary
 from abcmusic.errors import UserError
+from abcmusic.notation.cleaning import normalize_line_endings
 
 HEADER_FIELD = re.compile(r"^[A-Za-z]:")
 BAR_LINE = re.compile(r"\|")
@@ -51,7 +52,7 @@ def read_prompts_file(path: Path) -> list[str]:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"cannot read prompts file {path}: {error}") from None
-    prompts = [block.strip("\n") + "\n" for block in re.split(r"\n\s*\n", text.replace("\r\n", "\n"))
+    prompts = [block.strip("\n") + "\n" for block in re.split(r"\n\s*\n", normalize_line_endings(text))
                if block.strip()]
     if not prompts:
         raise UserError(f"prompts file {path} holds no prompt (prompts are separated by blank lines)")

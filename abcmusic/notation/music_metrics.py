@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Sequence
 
+from abcmusic.notation.cleaning import normalize_line_endings
+
 PITCH_CLASS_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 LETTER_PITCH_CLASS = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 SHARP_ORDER = "FCGDAEB"  # the first n letters are sharpened by a key with n sharps; reversed for flats
@@ -395,7 +397,7 @@ class _Scanner:
             pos += 1
 
     def scan(self, text: str) -> None:
-        for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        for line in normalize_line_endings(text).split("\n"):
             stripped = line.strip()
             if not stripped or stripped.startswith("%"):
                 continue
