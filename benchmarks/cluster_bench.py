@@ -42,10 +42,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from process_memory import PeakMemory, process_tree  # noqa: E402  (beside this file)
+from abcmusic import testing
+from process_memory import PeakMemory, process_tree  # beside this file
 
 SWEEP_NAME = "bench"
 CPUS_PER_TRIAL = 1  # demo.yaml: one worker x one CPU per trial
@@ -105,17 +103,12 @@ def kill_leftovers(scratch: Path) -> int:
 
 
 def cli_env(home: Path, ray_tmp: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "HOME": str(home),  # keeps a user's ~/.ray auth token and caches out
+    """The tests' environment for a script (private HOME, no telemetry, no RAY_ADDRESS), with Ray's files under
+    `ray_tmp`."""
+    return testing.cli_env(home) | {
         "RAY_TMPDIR": str(ray_tmp),  # a ray.init() without an address would join a cluster recorded there
         "RAY_AUTH_MODE": "disabled",  # ray start and ray.init(address=...) must agree on token auth
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
-    env.pop("RAY_ADDRESS", None)
-    return env
+    }
 
 
 def run_cli(script: str, args: list[str], cwd: Path, env: dict[str, str], log: Path) -> float:
@@ -123,7 +116,7 @@ def run_cli(script: str, args: list[str], cwd: Path, env: dict[str, str], log: P
     cwd.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, str(REPO_ROOT / script), *args], cwd=cwd, env=env, stdout=out,
+        process = subprocess.Popen(testing.script_command(script, *args), cwd=cwd, env=env, stdout=out,
                                    stderr=subprocess.STDOUT, start_new_session=True)
         try:
             returncode = process.wait()

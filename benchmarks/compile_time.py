@@ -16,19 +16,15 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from abcmusic.cli import run_cli  # noqa: E402
-from abcmusic.models.registry import build_model  # noqa: E402
-from abcmusic.sweep.spec import build_grid, load_spec  # noqa: E402
-from abcmusic.sweep.plan import model_config  # noqa: E402
-from abcmusic.train.loop import train  # noqa: E402
+from abcmusic.cli import run_cli
+from abcmusic.models.registry import build_model
+from abcmusic.sweep.spec import build_grid, load_spec
+from abcmusic.sweep.plan import model_config
+from abcmusic.train.loop import train
 
 
 def main(argv: list[str]) -> int:

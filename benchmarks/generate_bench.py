@@ -24,17 +24,13 @@ Imports only torch and abcmusic.models / abcmusic.generate, so it runs on a GPU 
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import torch
 
-import torch  # noqa: E402
-
-from abcmusic.generate.sampling import SamplingConfig, sample  # noqa: E402
-from abcmusic.models.gpt import GPT, GPTConfig  # noqa: E402
+from abcmusic.generate.sampling import SamplingConfig, sample
+from abcmusic.models.gpt import GPT, GPTConfig
+from abcmusic.testing import REPO_ROOT
 
 # The largest GPT of experiments/demo.yaml and the demo run's context; checked against the file where PyYAML is.
 DEMO_SIZE, DEMO_FIELDS, DEMO_CONTEXT = "595k", {"n_layer": 3, "n_head": 4, "n_embd": 128}, 128

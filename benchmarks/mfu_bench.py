@@ -21,22 +21,18 @@ import argparse
 import dataclasses
 import sys
 import time
-from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from abcmusic.cli import run_cli  # noqa: E402
-from abcmusic.errors import UserError  # noqa: E402
-from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
-from abcmusic.sweep.spec import build_grid, load_spec  # noqa: E402
-from abcmusic.sweep.plan import model_config  # noqa: E402
-from abcmusic.train.loop import TrainConfig, train  # noqa: E402
-from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode  # noqa: E402
-from abcmusic.train.throughput import measure_peak_flops, synchronize  # noqa: E402
+from abcmusic.cli import run_cli
+from abcmusic.errors import UserError
+from abcmusic.models.registry import build_model, get_architecture
+from abcmusic.sweep.spec import build_grid, load_spec
+from abcmusic.sweep.plan import model_config
+from abcmusic.train.loop import TrainConfig, train
+from abcmusic.train.precision import PRECISIONS, autocast, tf32_mode
+from abcmusic.train.throughput import measure_peak_flops, synchronize
 
 
 def tokens_per_second(arch: str, model_fields: dict, config, device: torch.device, warmup: int, steps: int) -> float:

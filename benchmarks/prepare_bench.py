@@ -15,22 +15,20 @@ import argparse
 import json
 import os
 import subprocess
-import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import ray
 
-from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_task, write_part  # noqa: E402
-from abcmusic.data.convert import ConvertLimits  # noqa: E402
-from abcmusic.data.discover import find_midi_files  # noqa: E402
-from abcmusic.data.prepare import _start_ray  # noqa: E402
-from process_memory import PeakMemory, memory_bytes, process_tree  # noqa: E402  (beside this file)
+from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_task, write_part
+from abcmusic.data.convert import ConvertLimits
+from abcmusic.data.discover import find_midi_files
+from abcmusic.data.prepare import _start_ray
+from abcmusic.testing import SHARED_DATA
+from process_memory import PeakMemory, memory_bytes, process_tree  # beside this file
 
-import ray  # noqa: E402
 
 def rates(finish_times: list[float], started: float) -> tuple[float, float]:
     """(files/s over the whole stage, files/s from 10% done to the end)."""
@@ -92,7 +90,7 @@ def measure(mode: str, pop909: Path, size: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--pop909", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "midi" / "pop909")
+    parser.add_argument("--pop909", type=Path, default=SHARED_DATA / "midi" / "pop909")
     parser.add_argument("--sizes", default="1288,2577", help="corpus sizes to measure (first N sorted files)")
     parser.add_argument("--one", choices=["loop", "ray"], help=argparse.SUPPRESS)  # internal: one measurement
     args = parser.parse_args()

@@ -17,24 +17,21 @@ import argparse
 import math
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+import numpy as np
+import torch
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from abcmusic.data.token_stream import load_token_stream, open_dataset  # noqa: E402
-from abcmusic.models.registry import build_model, get_architecture  # noqa: E402
-from abcmusic.sweep.spec import load_spec  # noqa: E402
-from abcmusic.sweep.plan import model_config  # noqa: E402
-from abcmusic.sweep.spec import build_grid  # noqa: E402
-from abcmusic.train.loop import train  # noqa: E402
-from abcmusic.train.throughput import measure_peak_flops  # noqa: E402
+from abcmusic.data.token_stream import load_token_stream, open_dataset
+from abcmusic.models.registry import build_model, get_architecture
+from abcmusic.sweep.spec import load_spec
+from abcmusic.sweep.plan import model_config
+from abcmusic.sweep.spec import build_grid
+from abcmusic.testing import REPO_ROOT, cli_env, script_command
+from abcmusic.train.loop import train
+from abcmusic.train.throughput import measure_peak_flops
 
 
 def plain_loop_tokens_per_s(model, stream: np.ndarray, batch: int, context: int, lr: float, steps: int) -> float:
@@ -60,10 +57,10 @@ def sweep_trial(project: Path, data: Path, size: str, tokens: int) -> dict:
     """Run one real trial with sweep.py in a scratch project folder and read its MLflow run."""
     (project / "data").mkdir(parents=True)
     (project / "data" / "demo").symlink_to(data.resolve())
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", MLFLOW_DISABLE_TELEMETRY="true")
+    (project / ".home").mkdir()
     started = time.time()
-    subprocess.run([sys.executable, str(REPO_ROOT / "sweep.py"), "--arch", "gpt", "--sizes", size,
-                    "--tokens", str(tokens), "--name", "bench"], cwd=project, env=env, check=True,
+    subprocess.run(script_command("sweep.py", "--arch", "gpt", "--sizes", size, "--tokens", str(tokens), "--name",
+                                  "bench"), cwd=project, env=cli_env(project / ".home"), check=True,
                    capture_output=True, text=True)
     command_seconds = time.time() - started
     from mlflow.tracking import MlflowClient

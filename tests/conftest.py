@@ -1,17 +1,15 @@
-"""Shared test fixtures: where the real data lives, and how to run the CLIs as a user would."""
+"""Shared test fixtures. Where the real data lives and how to run the CLIs come from abcmusic.testing, which the
+benchmarks use too."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+from abcmusic.testing import REPO_ROOT, SHARED_DATA, cli_env, run_cli  # noqa: F401  (tests import them from here)
 
 
 @pytest.fixture(scope="session")
@@ -31,29 +29,6 @@ def copy_pop909(shared_data: Path, root: Path, count: int) -> list[Path]:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(path, target)
     return pop909
-
-
-def cli_env(home: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update({
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-        # A private HOME keeps a user's ~/.ray auth token and caches out of the tests.
-        "HOME": str(home),
-    })
-    env.pop("RAY_ADDRESS", None)
-    return env
-
-
-def run_cli(script: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run one of the top-level scripts (prepare.py, sweep.py, generate.py) in a fresh process."""
-    home = cwd / ".home"
-    home.mkdir(exist_ok=True)
-    return subprocess.run(
-        [sys.executable, str(REPO_ROOT / script), *args],
-        cwd=cwd, env=cli_env(home), capture_output=True, text=True, timeout=timeout,
-    )
 
 
 def write_tiny_spec_with_compiled_gpt(path: Path) -> Path:
