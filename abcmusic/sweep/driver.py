@@ -24,7 +24,9 @@ from abcmusic.tracking import mlflow_store
 from abcmusic.tracking.trial_record import TrialRecord
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
-JOB_KEY = "job"  # the one key of a Tune trial's config: its TrialJob
+# A Tune trial's config: {"trial": {"name": its key, "job": its TrialJob}}. Tune hands the trial function the
+# TrialJob itself, but shows the trial-name callbacks a placeholder for any object that is not plain data.
+TRIAL = "trial"
 
 
 @dataclass(frozen=True)
@@ -146,7 +148,7 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> Swee
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space={JOB_KEY: tune.grid_search(jobs)},
+            param_space={TRIAL: tune.grid_search([{"name": job.trial.key, "job": job} for job in jobs])},
             # Reusing the trial actor saves each later trial a process start (~5 s of imports on a small machine).
             tune_config=tune.TuneConfig(trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
                                         reuse_actors=True,
@@ -172,8 +174,8 @@ def error_line(error: BaseException) -> str:
 
 
 def _trial_name(trial) -> str:
-    return trial.config[JOB_KEY].trial.key
+    return trial.config[TRIAL]["name"]
 
 
-def _run_tune_trial(config: dict[str, TrialJob]) -> None:
-    run_trial(config[JOB_KEY])
+def _run_tune_trial(config: dict[str, dict]) -> None:
+    run_trial(config[TRIAL]["job"])
