@@ -39,8 +39,8 @@ def check_output_dir(out_dir: Path) -> dict | None:
     return manifest
 
 
-def write_json_atomically(path: Path, data: dict) -> None:
-    write_file_atomically(path, (json.dumps(data, indent=1, sort_keys=False) + "\n").encode())
+def write_json_atomically(path: Path, document: dict) -> None:
+    write_file_atomically(path, (json.dumps(document, indent=1, sort_keys=False) + "\n").encode())
 
 
 def publish(staging: Path, out_dir: Path) -> None:

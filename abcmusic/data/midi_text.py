@@ -23,12 +23,12 @@ class NotMidiError(ValueError):
 
 
 def _write_varlen(value: int) -> bytes:
-    out = [value & 0x7F]
+    groups = [value & 0x7F]
     value >>= 7
     while value:
-        out.append((value & 0x7F) | 0x80)
+        groups.append((value & 0x7F) | 0x80)
         value >>= 7
-    return bytes(reversed(out))
+    return bytes(reversed(groups))
 
 
 def _strip_track(track: bytes) -> tuple[bytes, int]:
@@ -37,7 +37,7 @@ def _strip_track(track: bytes) -> tuple[bytes, int]:
     The delta time of a removed event is added to the next kept event, so every other event keeps its time.
     Raises ValueError (or IndexError) if the track cannot be walked.
     """
-    out = bytearray()
+    kept = bytearray()
     pos = 0
     pending_delta = 0
     running_status: int | None = None
@@ -66,10 +66,10 @@ def _strip_track(track: bytes) -> tuple[bytes, int]:
             pos += CHANNEL_DATA_LENGTH[running_status >> 4]
         else:
             raise ValueError("data byte with no running status")
-        out += _write_varlen(pending_delta + delta)
-        out += track[event_start:pos]
+        kept += _write_varlen(pending_delta + delta)
+        kept += track[event_start:pos]
         pending_delta = 0
-    return bytes(out), removed
+    return bytes(kept), removed
 
 
 def strip_text_events(midi: bytes) -> tuple[bytes, int]:
@@ -81,7 +81,7 @@ def strip_text_events(midi: bytes) -> tuple[bytes, int]:
     if len(midi) < 14 or midi[:4] != b"MThd":
         raise NotMidiError("no MThd header")
     header_length = struct.unpack(">I", midi[4:8])[0]
-    out = bytearray(midi[: 8 + header_length])
+    kept = bytearray(midi[: 8 + header_length])
     pos = 8 + header_length
     removed = 0
     while pos + 8 <= len(midi):
@@ -96,9 +96,9 @@ def strip_text_events(midi: bytes) -> tuple[bytes, int]:
             except (ValueError, IndexError, KeyError):
                 pass  # keep the original bytes
             else:
-                out += chunk_type + struct.pack(">I", len(stripped)) + stripped
+                kept += chunk_type + struct.pack(">I", len(stripped)) + stripped
                 removed += removed_here
                 continue
-        out += midi[chunk_start:pos]
-    out += midi[pos:]  # a truncated trailing chunk travels as it was
-    return bytes(out), removed
+        kept += midi[chunk_start:pos]
+    kept += midi[pos:]  # a truncated trailing chunk travels as it was
+    return bytes(kept), removed

@@ -115,14 +115,15 @@ def _count_outcomes(summaries: list[FileSummary]) -> dict:
 
 def _write_rejected(path: Path, summaries: list[FileSummary], duplicates) -> None:
     with open(path, "w") as rejected:
-        for s in summaries:
-            if s.status != "ok":
-                stage = "convert" if s.status == "failed" else "clean"
-                rejected.write(json.dumps({"source_path": s.source_path, "stage": stage, "reason": s.reason,
-                                           "detail": s.detail}) + "\n")
-        for d in duplicates:
-            rejected.write(json.dumps({"source_path": d.source_path, "stage": "dedupe", "reason": "duplicate",
-                                       "detail": f"same cleaned tune as {d.duplicate_of}"}) + "\n")
+        for summary in summaries:
+            if summary.status != "ok":
+                stage = "convert" if summary.status == "failed" else "clean"
+                rejected.write(json.dumps({"source_path": summary.source_path, "stage": stage,
+                                           "reason": summary.reason, "detail": summary.detail}) + "\n")
+        for duplicate in duplicates:
+            rejected.write(json.dumps({"source_path": duplicate.source_path, "stage": "dedupe",
+                                       "reason": "duplicate",
+                                       "detail": f"same cleaned tune as {duplicate.duplicate_of}"}) + "\n")
 
 
 def judge_split(split_dir: Path, count: int) -> dict:

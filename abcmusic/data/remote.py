@@ -79,13 +79,13 @@ def upload_dataset(local_dir: Path, uri: str) -> None:
         pass
     filesystem.delete_dir_contents(path, missing_dir_ok=True)  # and none of its Parquet parts is read again
     filesystem.create_dir(path, recursive=True)
-    for item in sorted(local_dir.rglob("*")):
-        if item.is_dir() or item.name == MANIFEST:
+    for local_file in sorted(local_dir.rglob("*")):
+        if local_file.is_dir() or local_file.name == MANIFEST:
             continue
-        relative = item.relative_to(local_dir).as_posix()
+        relative = local_file.relative_to(local_dir).as_posix()
         if "/" in relative:
             filesystem.create_dir(f"{path}/{relative.rsplit('/', 1)[0]}", recursive=True)
-        pyarrow.fs.copy_files(str(item), f"{path}/{relative}", source_filesystem=local,
+        pyarrow.fs.copy_files(str(local_file), f"{path}/{relative}", source_filesystem=local,
                               destination_filesystem=filesystem)
     pyarrow.fs.copy_files(str(local_dir / MANIFEST), f"{path}/{MANIFEST}", source_filesystem=local,
                           destination_filesystem=filesystem)

@@ -73,8 +73,8 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path: Path) -> "Vocabulary":
-        data = json.loads(Path(path).read_text())
-        vocab = cls(tuple(data["id_to_token"]))
-        if vocab.token_to_id != data["token_to_id"]:
+        saved = json.loads(Path(path).read_text())
+        vocab = cls(tuple(saved["id_to_token"]))
+        if vocab.token_to_id != saved["token_to_id"]:
             raise ValueError(f"{path}: token_to_id and id_to_token disagree")
         return vocab

@@ -104,21 +104,22 @@ def draw_samples(loaded: LoadedModel, prompts: list[str], n_unconditional: int, 
                                             device=device)
         token_prompts = [[*context, *prompt[1:]] for context, prompt in zip(contexts, token_prompts)]
     drawn = sample(loaded.model, token_prompts, vocab.separator_id, config, device=device)
-    out = []
-    for i, one in enumerate(drawn):
+    samples = []
+    for i, drawn_sample in enumerate(drawn):
         prompt = "" if i < n_unconditional else prompts[i - n_unconditional]
         kind = "unconditional" if i < n_unconditional else "conditional"
-        out.append((kind, prompt, prompt + vocab.decode(one.new_ids), len(one.new_ids), one.truncated))
-    return out, lead_in_tokens + sum(one.drawn_tokens for one in drawn)
+        new_ids = drawn_sample.new_ids
+        samples.append((kind, prompt, prompt + vocab.decode(new_ids), len(new_ids), drawn_sample.truncated))
+    return samples, lead_in_tokens + sum(drawn_sample.drawn_tokens for drawn_sample in drawn)
 
 
 def judge(texts: list[str], midi_paths: list[Path | None], timeout_s: float = 10.0) -> list[Verdict]:
     """abc2midi's verdict on each text, keeping each valid one's MIDI at its path; one hung tune stops no other."""
-    def one(i: int) -> Verdict:
+    def verdict_of(i: int) -> Verdict:
         return validate_tune(texts[i], timeout_s=timeout_s, midi_out=midi_paths[i])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        verdicts = list(pool.map(one, range(len(texts))))
+        verdicts = list(pool.map(verdict_of, range(len(texts))))
     for verdict, path in zip(verdicts, midi_paths):
         if path is not None and not verdict.valid:
             path.unlink(missing_ok=True)  # a MIDI of an invalid tune (e.g. no notes) is not a playable sample
@@ -223,12 +224,12 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
         renderer = audio_renderer() if options.audio else None
         pages: dict[int, list[str]] = {}
         audio: dict[int, str] = {}
-        for sample_, name in zip(samples, names):
-            (out_dir / f"{name}.abc").write_text(sample_.text)
-            if sample_.verdict.valid:
-                pages[sample_.number] = [p.name for p in render_svg(sample_.text, out_dir / f"{name}.svg")]
+        for generated, name in zip(samples, names):
+            (out_dir / f"{name}.abc").write_text(generated.text)
+            if generated.verdict.valid:
+                pages[generated.number] = [p.name for p in render_svg(generated.text, out_dir / f"{name}.svg")]
                 if renderer and render_wav(renderer, out_dir / f"{name}.mid", out_dir / f"{name}.wav"):
-                    audio[sample_.number] = f"{name}.wav"
+                    audio[generated.number] = f"{name}.wav"
         html_report.write_index(out_dir / "index.html", loaded.run, samples, names, pages, audio, metrics)
     return metrics
 

@@ -112,14 +112,14 @@ def parse_messages(log_text: str) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _track_note_ons(data: bytes, pos: int, end: int) -> int:
+def _track_note_ons(midi: bytes, pos: int, end: int) -> int:
     note_ons = 0
     running_status = 0  # only channel messages set it; meta and sysex events leave it as it was
     while pos < end:
-        _, pos = read_varlen(data, pos, end)  # delta time
+        _, pos = read_varlen(midi, pos, end)  # delta time
         if pos >= end:
             raise ValueError("track ends after a delta time")
-        status = data[pos]
+        status = midi[pos]
         if status & 0x80:
             pos += 1
         elif running_status:
@@ -129,17 +129,17 @@ def _track_note_ons(data: bytes, pos: int, end: int) -> int:
         if status == 0xFF:
             if pos >= end:
                 raise ValueError("meta event without a type")
-            length, pos = read_varlen(data, pos + 1, end)
+            length, pos = read_varlen(midi, pos + 1, end)
             pos += length
         elif status in (0xF0, 0xF7):
-            length, pos = read_varlen(data, pos, end)
+            length, pos = read_varlen(midi, pos, end)
             pos += length
         elif status >= 0xF0:
             raise ValueError(f"status byte {status:#04x} is not allowed in a MIDI file")
         else:
             running_status = status
             n_data = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
-            message_data = data[pos : pos + n_data]
+            message_data = midi[pos : pos + n_data]
             if len(message_data) < n_data or pos + n_data > end or any(b & 0x80 for b in message_data):
                 raise ValueError(f"bad data bytes after status {status:#04x}")
             pos += n_data
