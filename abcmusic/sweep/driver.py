@@ -16,12 +16,11 @@ from abcmusic.storage import STORAGE_ENV, is_uri
 from abcmusic.storage import exists as storage_exists
 from abcmusic.storage import join as storage_join
 from abcmusic.sweep.mlflow_relay import start_relay
-from abcmusic.sweep.plan import (PlannedTrial, TrialResources, check_compilers, check_splits_fit_context,
-                                 concurrent_trials, describe_plan, execution_order, plan, trial_resources)
-from abcmusic.sweep.spec import SweepSpec, spec_hash
+from abcmusic.sweep.plan import (check_compilers, check_splits_fit_context, concurrent_trials, describe_plan,
+                                 execution_order, plan, trial_record, trial_resources)
+from abcmusic.sweep.spec import SweepSpec
 from abcmusic.sweep.trial import TrialJob, run_trial
 from abcmusic.tracking import mlflow_store
-from abcmusic.tracking.trial_record import TrialRecord
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 # A Tune trial's config: {"trial": {"name": its key, "job": its TrialJob}}. Tune hands the trial function the
@@ -38,20 +37,6 @@ class SweepOptions:
     address: str | None = None
     resume: bool = False
     storage: str | None = None  # Ray Train/Tune storage: a folder or URI (default $ABCMUSIC_STORAGE, else results/ray)
-
-
-def trial_record(planned: PlannedTrial, spec: SweepSpec, data_location: str, dataset_hash: str,
-                 resources: TrialResources) -> TrialRecord:
-    trial, loop = planned.trial, spec.train.loop
-    return TrialRecord(
-        arch=trial.arch, size=trial.size, model_fields=dict(trial.model_fields),
-        params_total=planned.params_total, params_non_embedding=planned.params_non_embedding,
-        tokens=loop.tokens, context=loop.context, batch_size=loop.batch_size, lr=trial.lr, seed=trial.seed,
-        precision=trial.precision, compile=trial.compile, dropout=spec.train.dropout,
-        dataset=data_location, dataset_hash=dataset_hash, spec_hash=spec_hash(spec),
-        workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,
-        gpus_per_worker=resources.gpus_per_worker,
-    )
 
 
 RAY_ENV_FOR_TRIALS = ("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER",

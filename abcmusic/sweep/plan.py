@@ -1,5 +1,6 @@
 """Planning a sweep before anything runs: the grid with parameter counts and FLOPs, every check a user's mistake
-can fail, the resources each trial asks for, and how many trials a local Ray runs at once."""
+can fail, the resources each trial asks for, how many trials a local Ray runs at once, and what each trial's
+MLflow run records."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 from abcmusic.errors import UserError
 from abcmusic.models.registry import ARCHITECTURES, get_architecture, make_config
-from abcmusic.sweep.spec import SweepSpec, Trial, build_grid
+from abcmusic.sweep.spec import SweepSpec, Trial, build_grid, spec_hash
+from abcmusic.tracking.trial_record import TrialRecord
 from abcmusic.train.compilers import compile_refusal
 
 
@@ -153,3 +155,18 @@ def concurrent_trials(cluster: dict[str, float], resources: TrialResources) -> i
     cpu_slots = fits("CPU", workers * resources.cpus_per_worker)
     scarce = [fits(name, amount) for name, amount in per_trial.items() if amount > 0]
     return max(1, min([cpu_slots] + [slots + 1 for slots in scarce]))
+
+
+def trial_record(planned: PlannedTrial, spec: SweepSpec, data_location: str, dataset_hash: str,
+                 resources: TrialResources) -> TrialRecord:
+    """What the trial's MLflow run records about it."""
+    trial, loop = planned.trial, spec.train.loop
+    return TrialRecord(
+        arch=trial.arch, size=trial.size, model_fields=dict(trial.model_fields),
+        params_total=planned.params_total, params_non_embedding=planned.params_non_embedding,
+        tokens=loop.tokens, context=loop.context, batch_size=loop.batch_size, lr=trial.lr, seed=trial.seed,
+        precision=trial.precision, compile=trial.compile, dropout=spec.train.dropout,
+        dataset=data_location, dataset_hash=dataset_hash, spec_hash=spec_hash(spec),
+        workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker,
+    )
