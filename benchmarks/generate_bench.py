@@ -98,7 +98,7 @@ def main() -> None:
         idx = torch.full((args.batch, 1), SEPARATOR_ID, device=device)
         with torch.inference_mode():
             for _ in range(tokens):
-                logits = model(idx[:, -args.context:])[0][:, -1]
+                logits = model(idx[:, -args.context:]).logits[:, -1]
                 next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator)
                 idx = torch.cat([idx, next_id], dim=1)
 

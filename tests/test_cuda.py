@@ -75,8 +75,8 @@ def test_a_gpu_checkpoint_loads_on_a_cpu_with_weights_only(arch: str) -> None:
     model.eval()
     cpu_model.eval()
     with torch.no_grad():
-        gpu_logits = model(x.to(CUDA))[0].cpu()
-        cpu_logits = cpu_model(x)[0]
+        gpu_logits = model(x.to(CUDA)).logits.cpu()
+        cpu_logits = cpu_model(x).logits
     assert torch.allclose(gpu_logits, cpu_logits, atol=1e-3, rtol=1e-3)
 
 
@@ -111,10 +111,10 @@ def test_fp32_on_the_gpu_is_ieee_fp32_and_tf32_is_not(arch: str) -> None:
     model = build_model(arch, fields).eval()
     x = torch.randint(0, VOCAB, (8, 32))
     with torch.no_grad():
-        cpu_logits = model(x)[0]
+        cpu_logits = model(x).logits
         errors = {}
         for precision in ("fp32", "tf32"):
             with tf32_mode(precision):
-                errors[precision] = float((model.to(CUDA)(x.to(CUDA))[0].cpu() - cpu_logits).abs().max())
+                errors[precision] = float((model.to(CUDA)(x.to(CUDA)).logits.cpu() - cpu_logits).abs().max())
             model.cpu()
     assert errors["fp32"] < 1e-4 and errors["tf32"] > 10 * errors["fp32"], errors

@@ -10,6 +10,7 @@ import torch
 
 from abcmusic.models.gpt import GPT, GPTConfig, gpt_flops_per_token, gpt_param_counts
 from abcmusic.models.lstm import LSTMConfig, LSTMModel, lstm_flops_per_token, lstm_param_counts
+from abcmusic.models import ModelOutput
 from abcmusic.models.registry import ARCHITECTURES, build_model, make_config
 
 GPT_CONFIGS = [
@@ -55,14 +56,15 @@ def test_gpt_forward_backward() -> None:
     model = GPT(config)
     idx = torch.randint(0, config.vocab_size, (4, config.context))
     targets = torch.randint(0, config.vocab_size, (4, config.context))
-    logits, loss = model(idx, targets)
+    logits, loss, state = model(idx, targets)
+    assert state is None  # a window without a state keeps none
     assert logits.shape == (4, config.context, config.vocab_size)
     assert torch.isfinite(loss)
     assert loss.item() == pytest.approx(math.log(config.vocab_size), rel=0.1)
     loss.backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
-    assert model(idx[:, :5])[1] is None
+    assert model(idx[:, :5]).loss is None
 
 
 def test_gpt_rejects_sequence_longer_than_context() -> None:
@@ -78,8 +80,8 @@ def test_gpt_is_causal() -> None:
     changed = idx.clone()
     changed[0, 10] = (idx[0, 10] + 1) % 20
     with torch.no_grad():
-        before, _ = model(idx)
-        after, _ = model(changed)
+        before = model(idx).logits
+        after = model(changed).logits
     torch.testing.assert_close(before[:, :10], after[:, :10])
     assert not torch.allclose(before[:, 10:], after[:, 10:])
 
@@ -100,17 +102,27 @@ def test_lstm_forward_backward(config: LSTMConfig) -> None:
         assert param.grad is not None and torch.isfinite(param.grad).all() and param.grad.abs().sum() > 0, name
 
 
-def test_lstm_state_carries_across_calls() -> None:
+@pytest.mark.parametrize("arch, fields", [
+    ("gpt", {"vocab_size": 30, "context": 20, "n_layer": 2, "n_head": 2, "n_embd": 16}),
+    ("lstm", {"vocab_size": 30, "n_layer": 2, "n_embd": 16, "hidden": 24}),
+])
+def test_a_state_carries_the_sequence_across_calls(arch: str, fields: dict) -> None:
+    """What sampling relies on, for every architecture: a state from initial_state, passed from call to call,
+    gives the logits of one call over the whole sequence; a fresh one gives exactly those of no state."""
     torch.manual_seed(0)
-    model = LSTMModel(LSTMConfig(vocab_size=30, n_layer=2, n_embd=16, hidden=24)).eval()
+    model = build_model(arch, fields).eval()
     idx = torch.randint(0, 30, (2, 20))
     with torch.no_grad():
-        whole, _, whole_state = model(idx)
-        first, _, state = model(idx[:, :8])
-        second, _, final_state = model(idx[:, 8:], state=state)
-    torch.testing.assert_close(torch.cat([first, second], dim=1), whole)
-    for a, b in zip(final_state, whole_state):
-        torch.testing.assert_close(a, b)
+        whole = model(idx)
+        assert isinstance(whole, ModelOutput)
+        assert torch.equal(model(idx, state=model.initial_state(2)).logits, whole.logits)
+        first = model(idx[:, :8], state=model.initial_state(2))
+        second = model(idx[:, 8:], state=first.state)
+    torch.testing.assert_close(torch.cat([first.logits, second.logits], dim=1), whole.logits, atol=1e-5, rtol=1e-5)
+    assert model.max_context == fields.get("context")  # the LSTM's is unbounded: None
+    if arch == "lstm":
+        for a, b in zip(second.state, whole.state):
+            torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("make, match", [

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from abcmusic.generate.sampling import Sample, SamplingConfig, lead_ins, sample, window_start
-from abcmusic.models.gpt import GPT, GPTConfig, KVCache
+from abcmusic.models.gpt import GPT, GPTConfig
 from abcmusic.models.lstm import LSTMConfig, LSTMModel
 
 SEP = 0
@@ -82,17 +82,17 @@ def test_cached_forward_equals_full_forward(bias: bool) -> None:
     model = peaky_gpt(bias=bias, context=16).eval()
     idx = torch.randint(0, VOCAB, (3, 16), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        full, _ = model(idx)
+        full = model(idx).logits
         for chunks in ([1] * 16, [5, 1, 1, 3, 6]):  # one token at a time; and chunks after a cached prefix
-            cache = KVCache(model.config, 3, "cpu", torch.float32)
+            cache = model.initial_state(3)
             position = 0
             for size in chunks:
-                logits, _ = model(idx[:, position:position + size], kv_cache=cache)
+                logits = model(idx[:, position:position + size], state=cache).logits
                 torch.testing.assert_close(logits, full[:, position:position + size], atol=1e-5, rtol=1e-5)
                 position += size
             assert cache.length == 16
             with pytest.raises(ValueError, match="exceeds the model's context of 16"):
-                model(idx[:, :1], kv_cache=cache)
+                model(idx[:, :1], state=cache)
 
 
 @pytest.mark.parametrize("temperature, top_k", [(1.0, None), (0.8, 3), (1.5, 1)])
@@ -199,7 +199,7 @@ def test_results_keep_the_prompts_order_across_groups_and_chunks() -> None:
     tokens = [SEP, 7, 8, 9]
     with torch.no_grad():
         for _ in range(5):
-            probs = torch.softmax(model(torch.tensor([tokens]))[0][:, -1], dim=-1)
+            probs = torch.softmax(model(torch.tensor([tokens])).logits[:, -1], dim=-1)
             tokens.append(torch.multinomial(probs, 1, generator=generator).item())
     assert alone.new_ids == tuple(tokens[4:])
 
@@ -270,7 +270,7 @@ def test_prompt_and_model_validation() -> None:
         sample(model, [[SEP, 13]], SEP, config)
     with pytest.raises(ValueError, match="stop id 13 is outside"):
         sample(model, [[SEP]], 13, config)
-    with pytest.raises(TypeError, match="GPT or an LSTMModel"):
+    with pytest.raises(TypeError, match="can only sample from a LanguageModel"):
         sample(torch.nn.Linear(2, 2), [[SEP]], SEP, config)
 
 
@@ -284,6 +284,6 @@ def test_training_forward_gives_the_same_loss_as_before_the_cache() -> None:
     idx = torch.randint(0, 97, (4, 32))
     targets = torch.randint(0, 97, (4, 32))
     torch.manual_seed(1)
-    assert model(idx, targets)[1].item() == pytest.approx(4.568340301513672, rel=1e-6)
+    assert model(idx, targets).loss.item() == pytest.approx(4.568340301513672, rel=1e-6)
     model.eval()
-    assert model(idx, targets)[1].item() == pytest.approx(4.564716339111328, rel=1e-6)
+    assert model(idx, targets).loss.item() == pytest.approx(4.564716339111328, rel=1e-6)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
 
 from abcmusic.data.vocab import Vocabulary
 from abcmusic.errors import UserError, first_line
+from abcmusic.models import LanguageModel
 from abcmusic.models.registry import build_model
 from abcmusic.tracking import mlflow_store
 
@@ -35,7 +35,7 @@ class RunInfo:
 @dataclass
 class LoadedModel:
     run: RunInfo
-    model: nn.Module
+    model: LanguageModel
     vocab: Vocabulary
     config: dict[str, Any]  # config.json: arch, size, model fields, train fields
 
@@ -109,7 +109,7 @@ def load_model(uri: str, info: RunInfo, device: torch.device | str = "cpu") -> L
         except (OSError, ValueError, KeyError, TypeError, RuntimeError, json.JSONDecodeError) as error:
             raise UserError(f"the model artifact of run {info.run_id} ({info.run_name}) is missing or corrupt: "
                             f"{first_line(error)}") from None
-    if len(vocab) != getattr(model.config, "vocab_size", len(vocab)):
+    if len(vocab) != model.config.vocab_size:
         raise UserError(f"the model artifact of run {info.run_id} is inconsistent: vocabulary of {len(vocab)} "
                         f"tokens, model built for {model.config.vocab_size}")
     return LoadedModel(info, model.to(device).eval(), vocab, config)

@@ -1,18 +1,19 @@
-"""Sampling token sequences from a GPT (with a key/value cache) or an LSTM (carrying its state), in batches.
+"""Sampling token sequences from a language model, carrying its state (a GPT's key/value cache, an LSTM's (h, c)).
 
 A sample is a prompt followed by new tokens drawn one at a time from softmax(logits / temperature), restricted to
 the `top_k` most likely tokens when set, until the stop token (the tune separator) or `max_new_tokens`.
 
-GPT window policy. A GPT sees at most `context` tokens and its positions are absolute, so the cache cannot slide
-one token at a time. Instead the visible window starts at the beginning of the sequence and grows; when the next
-token's window would hold more than `context` tokens, it restarts from the last `max(1, context // 2)` tokens
-(the prompt included: a prompt longer than the context is cut the same way). With the cache, a restart refills it
-from those tokens in one forward pass; each later token is one position. So a restart costs about as much as
-`context // 2` single-token steps, once every `context - context // 2 + 1` tokens: the cost stays linear.
-Without the cache (`use_cache=False`), every step runs the whole visible window from scratch: the same policy, the
-same logits up to floating-point rounding, hence the same tokens; it is the reference and the benchmark's
-baseline. An LSTM sees the whole sequence: with the cache it carries its state and runs one token a step, without
-it runs the whole prefix every step.
+Window policy. A model with a limited context (a GPT: `max_context` is its `context`) sees at most `context` tokens,
+and a GPT's positions are absolute, so its cache cannot slide one token at a time. Instead the visible window starts
+at the beginning of the sequence and grows; when the next token's window would hold more than `context` tokens, it
+restarts from the last `max(1, context // 2)` tokens (the prompt included: a prompt longer than the context is cut
+the same way). With the cache, a restart refills it from those tokens in one forward pass; each later token is one
+position. So a restart costs about as much as `context // 2` single-token steps, once every
+`context - context // 2 + 1` tokens: the cost stays linear. Without the cache (`use_cache=False`), every step runs
+the whole visible window from scratch: the same policy, the same logits up to floating-point rounding, hence the
+same tokens; it is the reference and the benchmark's baseline. A model without a limit (an LSTM) sees the whole
+sequence: with the cache it carries its state and runs one token a step, without it runs the whole prefix every
+step.
 
 Prompts of the same length are sampled together as one batch (at most `batch_size` rows), e.g. unconditional
 samples all starting at [separator]; rows that have stopped keep running until every row has stopped or the
@@ -33,11 +34,9 @@ from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from abcmusic.models.gpt import GPT, KVCache
-from abcmusic.models.lstm import LSTMModel
+from abcmusic.models import LanguageModel
 
 # (tokens [B, capacity], length) -> logits [B, vocab] of the token after tokens[:, :length]
 NextLogits = Callable[[torch.Tensor, int], torch.Tensor]
@@ -75,14 +74,14 @@ class Sample:
 
 
 def window_start(start: int, length: int, context: int) -> int:
-    """Where the GPT's visible window begins for a sequence of `length` tokens, given where it began before."""
+    """Where a model's visible window begins for a sequence of `length` tokens, given where it began before."""
     if length - start <= context:
         return start
     return length - max(1, context // 2)
 
 
 def sample(
-    model: nn.Module,
+    model: LanguageModel,
     prompts: Sequence[Sequence[int]],
     stop_id: int | None,
     config: SamplingConfig,
@@ -93,8 +92,8 @@ def sample(
     The model is moved to `device` and left there; its training mode is restored afterwards. On a CPU, a step is
     too small to share between threads: call torch.set_num_threads(1) first, above all on a busy machine.
     """
-    if not isinstance(model, (GPT, LSTMModel)):
-        raise TypeError(f"can only sample from a GPT or an LSTMModel, not {type(model).__name__}")
+    if not isinstance(model, LanguageModel):
+        raise TypeError(f"can only sample from a LanguageModel (abcmusic.models), not {type(model).__name__}")
     vocab_size = model.config.vocab_size
     if stop_id is not None and not 0 <= stop_id < vocab_size:
         raise ValueError(f"stop id {stop_id} is outside the model's vocabulary of {vocab_size} tokens")
@@ -128,7 +127,7 @@ def sample(
 
 
 def lead_ins(
-    model: nn.Module,
+    model: LanguageModel,
     count: int,
     separator_id: int,
     config: SamplingConfig,
@@ -153,7 +152,7 @@ def _to_sample(prompt: tuple[int, ...], row: list[int], stop_id: int | None) -> 
 
 
 def _sample_batch(
-    model: nn.Module, prompt_ids: torch.Tensor, stop_id: int | None, config: SamplingConfig,
+    model: LanguageModel, prompt_ids: torch.Tensor, stop_id: int | None, config: SamplingConfig,
     generator: torch.Generator,
 ) -> torch.Tensor:
     """New tokens [B, steps] after prompts [B, n], until every row has drawn `stop_id` or the limit."""
@@ -183,39 +182,24 @@ def _draw(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generat
     return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(1)
 
 
-def _next_logits_function(model: nn.Module, use_cache: bool, batch_size: int) -> NextLogits:
-    """A function giving the next token's logits, called once per step with the sequence one token longer."""
-    if isinstance(model, LSTMModel):
-        if not use_cache:
-            return lambda tokens, length: model(tokens[:, :length])[0][:, -1]
-        state = None
-        fed = 0  # tokens the state has seen
+def _next_logits_function(model: LanguageModel, use_cache: bool, batch_size: int) -> NextLogits:
+    """A function giving the next token's logits, called once per step with the sequence one token longer.
 
-        def lstm_step(tokens: torch.Tensor, length: int) -> torch.Tensor:
-            nonlocal state, fed
-            logits, _, state = model(tokens[:, fed:length], state=state)
-            fed = length
-            return logits[:, -1]
-        return lstm_step
+    The visible window is tokens[:, start:length]; with the cache, the state has seen tokens[:, start:fed] and
+    the model runs only the rest; without it, `fed` stays at `start`. When the window restarts, so does the state.
+    """
+    context = model.max_context
+    start = fed = 0
+    state = model.initial_state(batch_size) if use_cache else None
 
-    context = model.config.context
-    start = 0
-    if not use_cache:
-        def gpt_window(tokens: torch.Tensor, length: int) -> torch.Tensor:
-            nonlocal start
-            start = window_start(start, length, context)
-            return model(tokens[:, start:length])[0][:, -1]
-        return gpt_window
-
-    cache = KVCache(model.config, batch_size, model.lm_head.weight.device, model.lm_head.weight.dtype)
-
-    def gpt_cached(tokens: torch.Tensor, length: int) -> torch.Tensor:
-        nonlocal start
-        new_start = window_start(start, length, context)
-        if new_start != start or cache.length == 0:  # first call, or the window restarted: refill the cache
-            start = new_start
-            cache.reset()
-            return model(tokens[:, start:length], kv_cache=cache)[0][:, -1]
-        assert cache.length == length - 1 - start, "called once per new token"
-        return model(tokens[:, length - 1:length], kv_cache=cache)[0][:, -1]
-    return gpt_cached
+    def next_logits(tokens: torch.Tensor, length: int) -> torch.Tensor:
+        nonlocal start, fed, state
+        restart = start if context is None else window_start(start, length, context)
+        if restart != start:
+            start = fed = restart
+            state = model.initial_state(batch_size) if use_cache else None
+        output = model(tokens[:, fed:length], state=state)
+        if use_cache:
+            state, fed = output.state, length
+        return output.logits[:, -1]
+    return next_logits

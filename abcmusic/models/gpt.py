@@ -2,8 +2,8 @@
 
 Parameter counts follow the package convention (see abcmusic.models): `non_embedding` excludes the token and
 position embeddings; the lm_head shares the token embedding's weight and has no bias, so nothing else is excluded.
-For sampling, `forward` takes a `KVCache`: the keys and values of the tokens already seen, so that each new token
-costs one position's compute instead of a whole window's.
+For sampling, the model's state (see abcmusic.models) is a `KVCache`: the keys and values of the tokens already
+seen, so that each new token costs one position's compute instead of a whole window's.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from abcmusic.models import ParamCounts
+from abcmusic.models import LanguageModel, ModelOutput, ParamCounts
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,6 @@ class KVCache:
 
     def layer(self, i: int) -> LayerKV:
         return LayerKV(self.keys[i], self.values[i], self.length)
-
-    def reset(self) -> None:
-        self.length = 0
 
 
 class CausalSelfAttention(nn.Module):
@@ -116,7 +113,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-class GPT(nn.Module):
+class GPT(LanguageModel):
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         self.config = config
@@ -151,29 +148,36 @@ class GPT(nn.Module):
             total -= self.transformer.wte.weight.numel() + self.transformer.wpe.weight.numel()
         return total
 
+    @property
+    def max_context(self) -> int:
+        return self.config.context
+
+    def initial_state(self, batch_size: int) -> KVCache:
+        return KVCache(self.config, batch_size, self.lm_head.weight.device, self.lm_head.weight.dtype)
+
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, kv_cache: KVCache | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: KVCache | None = None
+    ) -> ModelOutput:
         """Logits [B, T, vocab] for token ids [B, T], and the mean cross-entropy against `targets` if given.
 
-        With `kv_cache`, the tokens continue the ones cached (at positions kv_cache.length onwards), attend to
-        them too, and are appended to the cache.
+        With a `state` (a KVCache), the tokens continue the ones cached (at positions state.length onwards),
+        attend to them too, and are appended to the cache, which is returned as the output's state.
         """
         B, T = idx.shape
-        start = 0 if kv_cache is None else kv_cache.length
+        start = 0 if state is None else state.length
         if start + T > self.config.context:
             raise ValueError(f"sequence length {start + T} exceeds the model's context of {self.config.context}")
         pos = torch.arange(start, start + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         for i, block in enumerate(self.transformer.h):
-            x = block(x, None if kv_cache is None else kv_cache.layer(i))
-        if kv_cache is not None:
-            kv_cache.length += T
+            x = block(x, None if state is None else state.layer(i))
+        if state is not None:
+            state.length += T
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return ModelOutput(logits, loss, state)
 
 
 def gpt_param_counts(config: GPTConfig) -> ParamCounts:

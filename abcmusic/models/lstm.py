@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from abcmusic.models import ParamCounts
+from abcmusic.models import LanguageModel, ModelOutput, ParamCounts
 
 LSTMState = tuple[torch.Tensor, torch.Tensor]  # (h, c), each [n_layer, B, hidden]
 
@@ -38,7 +38,7 @@ class LSTMConfig:
         return self.n_embd == self.hidden
 
 
-class LSTMModel(nn.Module):
+class LSTMModel(LanguageModel):
     def __init__(self, config: LSTMConfig) -> None:
         super().__init__()
         self.config = config
@@ -64,18 +64,28 @@ class LSTMModel(nn.Module):
             total -= sum(p.numel() for p in vocab_indexed.values())
         return total
 
+    @property
+    def max_context(self) -> None:
+        return None  # the state carries everything seen
+
+    def initial_state(self, batch_size: int) -> LSTMState:
+        zeros = torch.zeros(self.config.n_layer, batch_size, self.config.hidden, device=self.head.weight.device,
+                            dtype=self.head.weight.dtype)
+        return zeros, zeros.clone()
+
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None, state: LSTMState | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor | None, LSTMState]:
+    ) -> ModelOutput:
         """Logits [B, T, vocab], the mean cross-entropy against `targets` if given, and the state after the last
-        token, which continues the sequence when passed back in (the caller detaches it for truncated BPTT)."""
+        token, which continues the sequence when passed back in (the caller detaches it for truncated BPTT); no
+        state starts from zeros, as `initial_state` does."""
         x = self.dropout(self.embedding(idx))
         x, new_state = self.lstm(x, state)
         logits = self.head(self.dropout(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss, new_state
+        return ModelOutput(logits, loss, new_state)
 
 
 def _lstm_weights(config: LSTMConfig) -> int:

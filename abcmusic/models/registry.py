@@ -13,9 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch.nn as nn
-
-from abcmusic.models import ParamCounts
+from abcmusic.models import LanguageModel, ParamCounts
 from abcmusic.models.gpt import GPT, GPTConfig, gpt_flops_per_token, gpt_param_counts
 from abcmusic.models.lstm import LSTMConfig, LSTMModel, lstm_flops_per_token, lstm_param_counts
 
@@ -24,7 +22,7 @@ from abcmusic.models.lstm import LSTMConfig, LSTMModel, lstm_flops_per_token, ls
 class Architecture:
     name: str
     config_class: type
-    model_class: type[nn.Module]
+    model_class: type[LanguageModel]
     param_counts: Callable[[Any], ParamCounts]
     flops_per_token: Callable[[Any], float]
 
@@ -55,6 +53,6 @@ def make_config(arch: str, **fields: Any) -> Any:
     return config_class(**fields)
 
 
-def build_model(arch: str, config_dict: dict[str, Any]) -> nn.Module:
+def build_model(arch: str, config_dict: dict[str, Any]) -> LanguageModel:
     """A freshly initialized model of the architecture from its config as a plain dict."""
     return get_architecture(arch).model_class(make_config(arch, **config_dict))
