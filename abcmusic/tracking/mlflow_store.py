@@ -24,6 +24,9 @@ def tracking_uri(project_dir: Path) -> str:
 
 def client(uri: str):
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # MLflow draws a tqdm bar on stderr for every artifact download when tqdm is installed: a model's three files
+    # are no long transfer, and the bar would break the CLIs' one-line errors.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=uri)
