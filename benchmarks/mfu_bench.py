@@ -61,7 +61,7 @@ def plain_tokens_per_second(arch: str, model_fields: dict, config: TrainConfig, 
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     stream = torch.randint(0, model_fields["vocab_size"], (2_000_000,), device=device)
     offsets = torch.arange(config.context + 1, device=device)
-    micro = config.micro_batch_size or config.batch_size
+    micro = config.micro_batch(world_size=1)
     accumulation = config.batch_size // micro
 
     def step() -> None:

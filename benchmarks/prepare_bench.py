@@ -25,7 +25,7 @@ import ray
 from abcmusic.data.conversion_job import convert_all, convert_chunk, files_per_task, write_part
 from abcmusic.data.convert import ConvertLimits
 from abcmusic.data.discover import find_midi_files
-from abcmusic.data.prepare import _start_ray
+from abcmusic.data.prepare import start_ray_for_conversion
 from abcmusic.testing import SHARED_DATA
 from process_memory import PeakMemory, memory_bytes, process_tree  # beside this file
 
@@ -79,7 +79,7 @@ def measure(mode: str, pop909: Path, size: int) -> dict:
                                                      files_per_task(len(paths), os.cpu_count() or 1))
         else:
             ray_start = time.monotonic()
-            result["cpus"], _ = _start_ray(None, whole_cluster=True)
+            result["cpus"], _ = start_ray_for_conversion(None, whole_cluster=True)
             result["ray_start_s"] = time.monotonic() - ray_start
             result["idle_pss"], _ = memory_bytes(process_tree(os.getpid()))
             (total, steady), memory = run_ray(pop909, paths, Path(scratch), limits, result["cpus"])

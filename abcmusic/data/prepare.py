@@ -64,7 +64,7 @@ def _fingerprint(config: PrepareConfig, midi_files: list[MidiFile], tool_version
     return digest.hexdigest()
 
 
-def _start_ray(address: str | None, whole_cluster: bool) -> tuple[int, bool]:
+def start_ray_for_conversion(address: str | None, whole_cluster: bool) -> tuple[int, bool]:
     """Join the cluster at `address` (or RAY_ADDRESS), else start a local Ray; returns (the CPUs conversion may use:
     the whole cluster's or this node's, whether we started Ray)."""
     import ray
@@ -168,7 +168,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             ray_start = time.monotonic()
             # Tasks can run on any node when every node reads the MIDI folder: a URI, or a shared mount.
             spread_over_nodes = config.spread_over_nodes or midi_folder.is_uri
-            n_cpus, ray_started = _start_ray(config.ray_address, spread_over_nodes)
+            n_cpus, ray_started = start_ray_for_conversion(config.ray_address, spread_over_nodes)
             ray_seconds = time.monotonic() - ray_start
             log(f"converting {len(source_paths)} MIDI files from {config.midi_dir} on {n_cpus} CPUs")
             parts_dir = staging / "converted"
