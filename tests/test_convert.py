@@ -15,9 +15,9 @@ from abcmusic.data.convert import ConvertLimits, content_hash, convert_file
 from abcmusic.data.discover import find_midi_files
 from abcmusic.data.midi_folder import open_midi_folder
 from abcmusic.data.midi_text import strip_text_events
+from abcmusic.testing import SHARED_DATA
 from midi_bytes import varlen
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIDI_DATA = SHARED_DATA / "midi"
 POP909_FILE = "pop909/001/001.mid"
 

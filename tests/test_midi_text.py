@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import io
 import struct
-from pathlib import Path
 
 import pytest
 
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
+from abcmusic.testing import SHARED_DATA
 from midi_bytes import varlen
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 MIDI_DATA = SHARED_DATA / "midi"
 
 
