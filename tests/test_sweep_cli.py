@@ -81,7 +81,7 @@ def test_every_progress_line_reaches_the_console_once(finished_sweep):
         assert own and any(f"{20000 // (8 * 64) * 8 * 64:,}/20,000 tokens" in line for line in own), trial
         assert len(own) == len(set(own)), f"{trial}: progress lines printed twice"
     # Ray Train's per-report INFO lines and its placement-group cleaner's warnings (no state API without the
-    # dashboard) used to outnumber the progress lines.
+    # dashboard) would outnumber the progress lines.
     assert "Reporting training result" not in output and "Failed to query Ray Train Controller" not in output
 
 
