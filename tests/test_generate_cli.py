@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from abcmusic.tracking.trial_record import TrialRecord
 from conftest import run_cli
 
 pytestmark = pytest.mark.integration
@@ -139,6 +140,30 @@ def test_sweep_mode_logs_validity_per_run_and_plots_it_against_n(tiny_sweep, tin
             assert "validity.png" in {Path(f.path).name for f in client.list_artifacts(run.info.run_id)}
 
 
+TRIAL_PARAMS = TrialRecord(
+    arch="gpt", size="x", model_fields={"n_layer": 1, "n_head": 1, "n_embd": 8}, params_total=1000,
+    params_non_embedding=800, tokens=4096, context=16, batch_size=4, lr=1e-3, seed=0, precision="fp32",
+    compile=False, dropout=0.0, dataset="data/demo", dataset_hash="0" * 16, spec_hash="0" * 12, workers=1,
+    cpus_per_worker=1, gpus_per_worker=0).params()
+
+
+def test_a_trial_run_without_its_parameters_is_one_line_and_exit_2(tiny_sweep, tiny_project, tmp_path):
+    client = mlflow_client(tiny_project)
+    experiment_id = client.create_experiment("no-params-case")
+    run = client.create_run(experiment_id, run_name="hand-made",
+                            tags={"abcmusic.kind": "trial", "abcmusic.trial_key": "hand-made"})
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    for name in ("model.pt", "config.json", "vocab.json"):
+        (model_dir / name).write_text("{}")
+    client.log_artifacts(run.info.run_id, str(model_dir), "model")
+    client.set_terminated(run.info.run_id, "FAILED")  # never a candidate for --run best
+    result = run_cli("generate.py", "--run", run.info.run_id, cwd=tiny_project)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (f"generate.py: error: run {run.info.run_id} (hand-made) is not a trial of an "
+                                     f"abcmusic sweep: it has no parameter 'arch'")
+
+
 def test_a_corrupt_model_artifact_is_one_line_and_exit_2(tiny_sweep, tiny_project, tmp_path):
     from mlflow.entities import Param
 
@@ -146,7 +171,7 @@ def test_a_corrupt_model_artifact_is_one_line_and_exit_2(tiny_sweep, tiny_projec
     experiment_id = client.create_experiment("corrupt-case")  # apart from t1, whose runs the sweep tests count
     run = client.create_run(experiment_id, run_name="corrupt",
                             tags={"abcmusic.kind": "trial", "abcmusic.trial_key": "corrupt"})
-    client.log_batch(run.info.run_id, params=[Param("arch", "gpt"), Param("size", "x")])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in TRIAL_PARAMS.items()])
     model_dir = tmp_path / "model"
     model_dir.mkdir()
     (model_dir / "model.pt").write_bytes(b"not a torch file")

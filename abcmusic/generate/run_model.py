@@ -16,6 +16,7 @@ from abcmusic.errors import UserError, first_line
 from abcmusic.models import LanguageModel
 from abcmusic.models.registry import build_model
 from abcmusic.tracking import mlflow_store
+from abcmusic.tracking.trial_record import TrialRecord
 
 MODEL_ARTIFACT = "model"  # the folder sweep trials log: model.pt (state dict), config.json, vocab.json
 
@@ -41,10 +42,14 @@ class LoadedModel:
 
 
 def run_info(run, experiment_name: str) -> RunInfo:
-    params, metrics = run.data.params, run.data.metrics
-    return RunInfo(run.info.run_id, run.info.run_name, experiment_name, params.get("arch", "?"),
-                   params.get("size", "?"), int(params.get("params_non_embedding", 0)),
-                   float(metrics.get("final_val_loss", math.nan)), params.get("dataset", ""))
+    try:
+        record = TrialRecord.from_params(run.data.params)
+    except KeyError as missing:
+        raise UserError(f"run {run.info.run_id} ({run.info.run_name}) is not a trial of an abcmusic sweep: it has no "
+                        f"parameter {missing}") from None
+    return RunInfo(run.info.run_id, run.info.run_name, experiment_name, record.arch, record.size,
+                   record.params_non_embedding, float(run.data.metrics.get("final_val_loss", math.nan)),
+                   record.dataset)
 
 
 def _experiments(uri: str, sweep: str | None) -> list:
