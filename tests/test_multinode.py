@@ -5,9 +5,10 @@ their Ray Train controllers to it, as cluster.yaml does, and the dashboard that 
 worker nodes (1 CPU and one `fake_gpu` each, standing in for GPU nodes); each node is its own raylet and object
 store. On the worker nodes `import mlflow` fails, as MLflow is unreachable from a real cluster's GPU nodes (the
 tracking server listens on the head's localhost): trials must log through the driver's relay. The CLIs join it
-with `--address`, as on a real cluster. Node deaths are detected in ~3 s instead of
-~13 s thanks to the fast health-check settings, which every process of the cluster and the CLIs inherit.
-About 2 minutes and 5 GiB on this project's 2-core machine.
+with `--address`, as on a real cluster. A killed node's death is detected in ~3 s instead of
+~15 s thanks to the fast health-check settings, which every process of the cluster and the CLIs inherit.
+About 5 minutes and 5 GiB on this project's 2-core machine when it is otherwise idle, several times that when it
+is busy: no wait here assumes a speed (see HANG_GUARD_S).
 """
 
 from __future__ import annotations
@@ -33,11 +34,20 @@ from conftest import REPO_ROOT, cli_env, run_cli, write_tiny_spec_with_compiled_
 
 pytestmark = pytest.mark.integration
 
-FAST_HEALTH_CHECKS = {  # a dead node is declared dead after ~3 s (default ~13 s)
+# The GCS declares a node dead after `failure_threshold` failed health checks in a row, one every `period` once the
+# previous one has ended. A killed node's checks fail at once (connection refused), so it is declared dead after
+# ~3 s (Ray's default: 5 checks 3 s apart, ~15 s). A live node's check fails only when it gets no answer within
+# `timeout`: at 1 s, a raylet starved of CPU (one core busy with another job) was declared dead while alive, which
+# kills the node for good (the head's included: no more trial slots, no dashboard) and hung the tests that followed.
+# A long timeout keeps a slow live node alive and costs nothing when a node dies.
+FAST_HEALTH_CHECKS = {
     "RAY_health_check_period_ms": "1000",
-    "RAY_health_check_timeout_ms": "1000",
+    "RAY_health_check_timeout_ms": "60000",
     "RAY_health_check_failure_threshold": "3",
 }
+# Every wait here ends as soon as what it waits for happens (a CLI exits, a checkpoint appears...); this bound only
+# stops a test that would otherwise never end (a hang), and is far beyond what any of them takes on a busy machine.
+HANG_GUARD_S = 3600
 TINY_TRIALS = {"gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0", "lstm-l1-lr0.003-s0"}
 TOKENS_PER_STEP = 8 * 64  # tiny.yaml: batch 8 x context 64
 DRIVER_KILL_TOKENS = 1_000_000
@@ -56,8 +66,14 @@ class SimulatedCluster:
     def address(self) -> str:
         return self.cluster.address
 
+    def add_node(self, **node_args):
+        """Add a node and wait until the GCS lists it (Cluster.add_node alone gives it 30 s: not on a busy machine)."""
+        node = self.cluster.add_node(wait=False, **node_args)
+        self.cluster.wait_for_nodes(timeout=HANG_GUARD_S)
+        return node
+
     def add_worker(self) -> str:
-        node = self.cluster.add_node(num_cpus=1, resources={"fake_gpu": 1}, env_vars={"PYTHONPATH": str(self.no_mlflow)})
+        node = self.add_node(num_cpus=1, resources={"fake_gpu": 1}, env_vars={"PYTHONPATH": str(self.no_mlflow)})
         self.workers[node.node_id] = node
         return node.node_id
 
@@ -75,7 +91,7 @@ class SimulatedCluster:
         self.cluster.remove_node(node, allow_graceful=False)
         for pid in pids:
             signal_quietly(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + HANG_GUARD_S
         while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(alive(pid) for pid in pids)
@@ -141,7 +157,8 @@ def sim_cluster(tiny_project):
         try:
             cluster = Cluster(initialize_head=True, head_node_args={
                 "num_cpus": 1, "resources": {"trial_slot": 4}, "include_dashboard": True,
-                "dashboard_host": "127.0.0.1", "dashboard_port": free_port()})
+                "dashboard_host": "127.0.0.1", "dashboard_port": free_port(), "wait": False})
+            cluster.wait_for_nodes(timeout=HANG_GUARD_S)
             no_mlflow = Path(ray_tmp) / "no-mlflow"
             (no_mlflow / "mlflow").mkdir(parents=True)
             (no_mlflow / "mlflow" / "__init__.py").write_text(
@@ -150,7 +167,6 @@ def sim_cluster(tiny_project):
                                          no_mlflow)
             for _ in range(2):
                 simulated.add_worker()
-            cluster.wait_for_nodes()
             assert not ray.is_initialized()  # the test process itself never joins: only the CLIs do
             yield simulated
         finally:
@@ -194,7 +210,7 @@ def assert_model_loads(client, run, target: Path) -> None:
 def test_prepare_on_the_cluster_spreads_over_nodes_and_gives_the_local_dataset(sim_cluster, tiny_project):
     result = run_cli("prepare.py", "--demo-tunes", "60", "--out", "data/demo-cluster", "--spread-over-nodes",
                      "--address",
-                     sim_cluster.address, cwd=tiny_project)
+                     sim_cluster.address, cwd=tiny_project, timeout=HANG_GUARD_S)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "on 3 CPUs" in result.stdout  # it saw the whole cluster: 1 CPU per node
     local, clustered = tiny_project / "data" / "demo", tiny_project / "data" / "demo-cluster"
@@ -216,10 +232,10 @@ def test_prepare_on_the_cluster_spreads_over_nodes_and_gives_the_local_dataset(s
     # Where the conversion tasks ran, from Ray's state API (task events kept by the head's GCS).
     from ray.util.state import list_tasks
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_GUARD_S
     while True:
         tasks = [t for t in list_tasks(address=sim_cluster.dashboard, filters=[("state", "=", "FINISHED")],
-                                       limit=10_000, raise_on_missing_output=False)
+                                       limit=10_000, raise_on_missing_output=False, timeout=HANG_GUARD_S)
                  if "convert_chunk" in t.name]
         nodes = {t.node_id for t in tasks}
         if (len(nodes) >= 2 and nodes & set(sim_cluster.workers)) or time.monotonic() > deadline:
@@ -238,15 +254,15 @@ def test_prepare_on_the_cluster_converts_on_its_own_node_unless_told_to_spread(s
 
     def conversion_tasks() -> dict[str, str]:
         return {t.task_id: t.node_id for t in list_tasks(address=sim_cluster.dashboard, limit=10_000,
-                                                          raise_on_missing_output=False)
+                                                          raise_on_missing_output=False, timeout=HANG_GUARD_S)
                 if "convert_chunk" in t.name}
 
     before = conversion_tasks()
     result = run_cli("prepare.py", "--demo-tunes", "60", "--out", "data/demo-pinned", "--force", "--address",
-                     sim_cluster.address, cwd=tiny_project)
+                     sim_cluster.address, cwd=tiny_project, timeout=HANG_GUARD_S)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "on 1 CPUs" in result.stdout  # the head's CPU only
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (new := {k: v for k, v in conversion_tasks().items() if k not in before}) and time.monotonic() < deadline:
         time.sleep(1)
     assert new and set(new.values()) == {sim_cluster.head_id}
@@ -269,7 +285,8 @@ def storage_checks(workdir: Path, bucket: Path, sweep: str, trials: set[str]) ->
 def test_a_sweep_places_trials_on_worker_nodes_by_their_resources(sim_cluster, tiny_project, tmp_path_factory):
     bucket = tmp_path_factory.mktemp("bucket")
     result = run_cli("sweep.py", "--experiment", "tiny", "--name", "mn-place", "--address", sim_cluster.address,
-                     "--worker-resource", "fake_gpu=1", "--storage", bucket.as_uri(), cwd=tiny_project)
+                     "--worker-resource", "fake_gpu=1", "--storage", bucket.as_uri(), cwd=tiny_project,
+                     timeout=HANG_GUARD_S)
     assert result.returncode == 0, (result.stdout[-3000:], result.stderr[-3000:])
     runs = trial_runs(tiny_project, "mn-place")
     assert set(runs) == TINY_TRIALS
@@ -292,14 +309,13 @@ def test_a_trial_that_compiles_on_a_node_without_its_compiler_fails_and_says_so(
     """On a cluster the driver cannot know the workers' nodes: the trial checks its own before it compiles. A node
     whose $CXX names no compiler (the CPU's, as the trial trains on a CPU) fails the trial before its first step,
     and the sweep prints why, in one line per trial."""
-    node = sim_cluster.cluster.add_node(num_cpus=1, resources={"no_cxx": 1},
-                                        env_vars={"PYTHONPATH": str(sim_cluster.no_mlflow), "CXX": "no-such-cxx"})
+    node = sim_cluster.add_node(num_cpus=1, resources={"no_cxx": 1},
+                                env_vars={"PYTHONPATH": str(sim_cluster.no_mlflow), "CXX": "no-such-cxx"})
     try:
-        sim_cluster.cluster.wait_for_nodes()
         spec = write_tiny_spec_with_compiled_gpt(tiny_project / "compiled.yaml")
         result = run_cli("sweep.py", "--experiment", str(spec), "--arch", "gpt", "--sizes", "g1", "--name",
                          "mn-compile", "--address", sim_cluster.address, "--worker-resource", "no_cxx=1",
-                         cwd=tiny_project)
+                         cwd=tiny_project, timeout=HANG_GUARD_S)
     finally:
         sim_cluster.cluster.remove_node(node, allow_graceful=False)
     assert result.returncode == 1, (result.stdout[-3000:], result.stderr[-3000:])
@@ -333,7 +349,7 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
         # Wait until the trial trains on a worker node (its MLflow run names it) and Ray Train has committed a
         # checkpoint (its checkpoint manager's snapshot in the storage names one): then kill that node.
         snapshot_path = bucket / f"{sweep}-{trial}" / "checkpoint_manager_snapshot.json"
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + HANG_GUARD_S
         victim = checkpoint = None
         while time.monotonic() < deadline and driver.poll() is None:
             snapshot = read_json(snapshot_path)
@@ -351,7 +367,7 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
         sim_cluster.kill_worker(victim)
         dead_at = time.time()  # every process of the node is gone: whatever is logged later comes from elsewhere
         moved_at = None  # when the trial's rank 0 started on another node (and tagged its run)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HANG_GUARD_S
         while driver.poll() is None and time.monotonic() < deadline:
             if moved_at is None and len(run_nodes(trial_runs(tiny_project, sweep)[trial])) > 1:
                 moved_at = time.time()
@@ -411,7 +427,7 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
                                   cwd=tiny_project, env=cli_env(tiny_project / ".home"), stdout=log,
                                   stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + HANG_GUARD_S
         while time.monotonic() < deadline and driver.poll() is None and not any(
                 '\\"status\\": \\"TERMINATED\\"' in p.read_text(errors="replace")
                 for p in (bucket / sweep).glob("experiment_state-*.json")):
@@ -426,7 +442,7 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
                        if run.info.status == "FINISHED"}
     assert finished_before and len(finished_before) < len(TINY_TRIALS), finished_before
 
-    resumed = run_cli("sweep.py", "--resume", sweep, *arguments, cwd=tiny_project)
+    resumed = run_cli("sweep.py", "--resume", sweep, *arguments, cwd=tiny_project, timeout=HANG_GUARD_S)
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     runs = trial_runs(tiny_project, sweep)
     assert set(runs) == TINY_TRIALS  # one run per trial: none created twice
@@ -451,13 +467,14 @@ def test_prepare_from_a_midi_uri_converts_on_every_node_and_gives_the_local_data
 
     def conversion_tasks() -> list:
         return [t for t in list_tasks(address=sim_cluster.dashboard, limit=10_000,
-                                      filters=[("state", "=", "FINISHED")], raise_on_missing_output=False)
+                                      filters=[("state", "=", "FINISHED")], raise_on_missing_output=False,
+                                      timeout=HANG_GUARD_S)
                 if "convert_chunk" in t.name]
 
     earlier_jobs = {t.job_id for t in conversion_tasks()}  # of the earlier prepare runs (each CLI run is one job)
     midi_uri = (tiny_project / "data" / "demo-midi-60").as_uri()
     result = run_cli("prepare.py", "--midi-dir", midi_uri, "--out", "data/demo-from-uri", "--address",
-                     sim_cluster.address, cwd=tiny_project)
+                     sim_cluster.address, cwd=tiny_project, timeout=HANG_GUARD_S)
     assert result.returncode == 0, (result.stdout[-2000:], result.stderr[-3000:])
     assert "on 3 CPUs" in result.stdout  # the whole cluster's CPUs
     local, from_uri = tiny_project / "data" / "demo", tiny_project / "data" / "demo-from-uri"
@@ -471,7 +488,7 @@ def test_prepare_from_a_midi_uri_converts_on_every_node_and_gives_the_local_data
     assert manifest_a == manifest_b  # fingerprint included
     assert (local / "vocab.json").read_text() == (from_uri / "vocab.json").read_text()
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + HANG_GUARD_S
     while True:  # task events reach the head's GCS a moment after the tasks end
         nodes = {t.node_id for t in conversion_tasks() if t.job_id not in earlier_jobs}
         if (len(nodes) >= 2 and nodes & set(sim_cluster.workers)) or time.monotonic() > deadline:
