@@ -8,6 +8,7 @@ from pathlib import Path
 
 from abcmusic.cli import run_cli
 from abcmusic.data.convert import ConvertLimits
+from abcmusic.data.near_duplicates import NEAR_DUPLICATE_MODES, NearDuplicateConfig
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
 
@@ -29,6 +30,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="seconds midi2abc may spend on one file (default: %(default)s)")
     parser.add_argument("--max-abc-bytes", type=int, default=ConvertLimits.max_abc_bytes,
                         help="largest ABC output kept per file; larger is a failure (default: %(default)s)")
+    parser.add_argument("--near-duplicates", choices=NEAR_DUPLICATE_MODES, default=NearDuplicateConfig.mode,
+                        help="versions of one piece (same melody in any key, tempo or arrangement): 'group' puts all of "
+                        "them in one split, 'drop' keeps one per group (the others go to rejected.jsonl), 'off' "
+                        "splits every tune by its own hash (default: %(default)s)")
+    parser.add_argument("--near-duplicate-threshold", type=float, default=NearDuplicateConfig.threshold,
+                        help="Jaccard similarity of two voices' 7-note interval patterns above which their tunes are "
+                        "versions of one piece (default: %(default)s, measured on POP909's versions)")
     parser.add_argument("--force", action="store_true", help="rebuild even if the dataset is up to date")
     parser.add_argument("--spread-over-nodes", action="store_true",
                         help="convert on every node of the Ray cluster; a local --midi-dir must then be on storage "
@@ -61,18 +69,23 @@ def main(argv: list[str]) -> int:
         fractions = SplitFractions.parse(args.splits)
     except ValueError as error:
         raise UserError(f"--splits: {error}") from None
+    try:
+        near_duplicates = NearDuplicateConfig(args.near_duplicates, args.near_duplicate_threshold)
+    except ValueError as error:
+        raise UserError(f"--near-duplicate-threshold: {error}") from None
     config = PrepareConfig(
         midi_dir=midi_dir,
         out_dir=Path(out_dir),
         fractions=fractions,
         limits=ConvertLimits(timeout_s=args.timeout, max_abc_bytes=args.max_abc_bytes),
+        near_duplicates=near_duplicates,
         force=args.force,
         ray_address=args.address,
         spread_over_nodes=args.spread_over_nodes,
     )
     manifest = prepare_to(config, str(out_dir))
     print(manifest_table(manifest))
-    print(f"dataset: {out_dir}  (manifest.json, vocab.json, train/ val/ test/, rejected.jsonl)")
+    print(f"dataset: {out_dir}  (manifest.json, vocab.json, train/ val/ test/, rejected.jsonl, near_duplicate_groups.jsonl)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Turn converted tunes into the dataset: drop duplicates, assign splits, build the vocabulary, write token ids."""
+"""Turn converted tunes into the dataset: drop duplicates, group versions, assign splits, build the vocabulary,
+write token ids, and measure what the held-out splits share with train."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from abcmusic.data.conversion_job import FileSummary
+from abcmusic.data.near_duplicates import (NUM_PERM, ContaminationMeter, Grouping, HeldOutContent, NearDuplicateConfig,
+                                           group_tunes)
 from abcmusic.data.splits import SPLITS, SplitFractions, assign_split
 from abcmusic.data.vocab import TOKEN_DTYPE, Vocabulary
 
@@ -34,22 +37,81 @@ class Duplicate:
 class Selection:
     split_by_index: dict[int, str]  # file_index of each kept tune -> its split
     hash_by_index: dict[int, str]
-    duplicates: list[Duplicate]
+    duplicates: list[Duplicate]  # the same cleaned tune as a kept one
+    near_duplicates: list[Duplicate]  # versions of a kept tune's piece, left out with --near-duplicates drop
+    grouping: Grouping | None  # None with --near-duplicates off
 
 
-def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions) -> Selection:
-    """Keep the first file (in sorted path order) of each distinct cleaned tune and give it a split by hash."""
+def drop_exact_duplicates(summaries: Iterable[FileSummary]) -> tuple[list[FileSummary], list[Duplicate]]:
+    """The first file (in sorted path order) of each distinct cleaned tune, and the others as duplicates of it."""
     first_by_hash: dict[str, FileSummary] = {}
     duplicates = []
     for summary in sorted((s for s in summaries if s.status == "ok"), key=lambda s: s.file_index):
         first = first_by_hash.setdefault(summary.content_hash, summary)
         if first is not summary:
             duplicates.append(Duplicate(summary.source_path, first.source_path))
+    return list(first_by_hash.values()), duplicates
+
+
+def part_rows(parts_dir: Path, columns: list[str]) -> Iterable[dict]:
+    """The staged parts' rows, in chunk order, with `file_index` and the given columns."""
+    for part in sorted(parts_dir.glob("part-*.parquet")):
+        yield from pq.read_table(part, columns=["file_index", *columns]).to_pylist()
+
+
+def group_versions(parts_dir: Path, kept: list[FileSummary], threshold: float) -> Grouping:
+    wanted = {s.file_index for s in kept}
+    signatures = ((row["file_index"], np.asarray(row["voice_signatures"], dtype=np.uint64).reshape(-1, NUM_PERM))
+                  for row in part_rows(parts_dir, ["voice_signatures"]) if row["file_index"] in wanted)
+    return group_tunes(signatures, threshold)
+
+
+def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, parts_dir: Path,
+                 near_duplicates: NearDuplicateConfig) -> Selection:
+    """Drop exact duplicates, group the versions of each piece, and give each group one split from the smallest
+    content hash among its tunes (a tune alone keeps the split of its own hash); with mode "drop", keep only
+    each group's first tune."""
+    kept, duplicates = drop_exact_duplicates(summaries)
+    grouping = None if near_duplicates.mode == "off" else group_versions(parts_dir, kept, near_duplicates.threshold)
+    summary_by_index = {s.file_index: s for s in kept}
+    group_hash: dict[int, str] = {}
+    for summary in kept:
+        root = grouping.group_of[summary.file_index] if grouping else summary.file_index
+        group_hash[root] = min(group_hash.get(root, summary.content_hash), summary.content_hash)
+    split_by_index, dropped = {}, []
+    for summary in kept:
+        root = grouping.group_of[summary.file_index] if grouping else summary.file_index
+        if near_duplicates.mode == "drop" and root != summary.file_index:
+            dropped.append(Duplicate(summary.source_path, summary_by_index[root].source_path))
+            continue
+        split_by_index[summary.file_index] = assign_split(group_hash[root], fractions)
     return Selection(
-        split_by_index={s.file_index: assign_split(h, fractions) for h, s in first_by_hash.items()},
-        hash_by_index={s.file_index: h for h, s in first_by_hash.items()},
+        split_by_index=split_by_index,
+        hash_by_index={i: summary_by_index[i].content_hash for i in split_by_index},
         duplicates=duplicates,
+        near_duplicates=dropped,
+        grouping=grouping,
     )
+
+
+def measure_contamination(parts_dir: Path, selection: Selection) -> dict[str, dict[str, dict]]:
+    """For validation and test, the share of their content found in train, verbatim (32-character stretches of
+    the music lines) and melodically (7-note interval shingles, whatever the key)."""
+    held_out = {"verbatim": {}, "melodic": {}}
+    for measure, column in (("verbatim", "stretches"), ("melodic", "phrases")):
+        by_split: dict[str, list] = {"val": [], "test": []}
+        for row in part_rows(parts_dir, [column]):
+            split = selection.split_by_index.get(row["file_index"])
+            if split in by_split:
+                by_split[split].append((row["file_index"], np.asarray(row[column], dtype=np.uint64)))
+        held_out[measure] = {split: HeldOutContent.of(tunes) for split, tunes in by_split.items()}
+    meters = {measure: ContaminationMeter(content) for measure, content in held_out.items()}
+    for row in part_rows(parts_dir, ["stretches", "phrases"]):
+        if selection.split_by_index.get(row["file_index"]) == "train":
+            meters["verbatim"].add_train(np.asarray(row["stretches"], dtype=np.uint64))
+            meters["melodic"].add_train(np.asarray(row["phrases"], dtype=np.uint64))
+    results = {measure: meter.finish() for measure, meter in meters.items()}
+    return {split: {measure: results[measure][split] for measure in meters} for split in ("val", "test")}
 
 
 def build_vocabulary(summaries: Iterable[FileSummary], selection: Selection) -> Vocabulary:

@@ -23,7 +23,15 @@ from abcmusic.data.convert import ConvertLimits, convert_file
 from abcmusic.data.midi_folder import open_midi_folder
 from abcmusic.publish import write_file_atomically
 
-PART_SCHEMA = pa.schema([("file_index", pa.int64()), ("source_path", pa.string()), ("abc", pa.string())])
+PART_SCHEMA = pa.schema([
+    ("file_index", pa.int64()),
+    ("source_path", pa.string()),
+    ("abc", pa.string()),
+    # The tune's sketch (abcmusic.data.near_duplicates.TuneSketch); the signatures flattened, NUM_PERM per voice.
+    ("voice_signatures", pa.list_(pa.uint64())),
+    ("phrases", pa.list_(pa.uint64())),
+    ("stretches", pa.list_(pa.uint64())),
+])
 MAX_FILES_PER_TASK = 64
 TASK_CPUS = 0.5
 
@@ -60,7 +68,7 @@ def convert_chunk(row: dict[str, Any], midi_dir: str, limits: ConvertLimits) -> 
         for file_index, source_path in zip(row["file_indices"], row["source_paths"]):
             converted = convert_file(folder, source_path, Path(work_dir), limits)
             if converted.status == "ok":
-                kept.append((file_index, source_path, converted.abc))
+                kept.append((file_index, source_path, converted.abc, converted.sketch))
             rows.append(asdict(FileSummary(
                 file_index=int(file_index),
                 source_path=source_path,
@@ -78,6 +86,9 @@ def convert_chunk(row: dict[str, Any], midi_dir: str, limits: ConvertLimits) -> 
             "file_index": [k[0] for k in kept],
             "source_path": [k[1] for k in kept],
             "abc": [k[2] for k in kept],
+            "voice_signatures": [k[3].voice_signatures.ravel() for k in kept],
+            "phrases": [k[3].phrases for k in kept],
+            "stretches": [k[3].stretches for k in kept],
         },
         schema=PART_SCHEMA,
     )

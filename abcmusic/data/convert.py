@@ -1,4 +1,5 @@
-"""Convert one MIDI file to cleaned ABC: strip text events, run midi2abc with limits, apply the cleaning rules.
+"""Convert one MIDI file to cleaned ABC: strip text events, run midi2abc with limits, apply the cleaning rules, and
+sketch the tune for near-duplicate grouping.
 
 Every outcome is a `ConvertedFile`; nothing here raises for a bad input file.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from abcmusic.notation.cleaning import clean_tune
 from abcmusic.data.midi_folder import LocalMidiFolder, MidiTooLarge, UriMidiFolder
 from abcmusic.data.midi_text import NotMidiError, strip_text_events
+from abcmusic.data.near_duplicates import TuneSketch, sketch_tune
 from abcmusic.errors import first_line
 
 # Failure reasons, as counted in the manifest.
@@ -44,6 +46,7 @@ class ConvertedFile:
     content_hash: str = ""
     text_events_removed: int = 0
     changed_by: list[str] = field(default_factory=list)
+    sketch: TuneSketch | None = None  # for "ok" tunes
 
 
 def content_hash(abc: str) -> str:
@@ -115,7 +118,7 @@ def convert_file(folder: LocalMidiFolder | UriMidiFolder, source_path: str, work
             )
         return ConvertedFile(
             source_path, "ok", abc=cleaned.text, content_hash=content_hash(cleaned.text),
-            text_events_removed=removed, changed_by=cleaned.changed_by,
+            text_events_removed=removed, changed_by=cleaned.changed_by, sketch=sketch_tune(midi, cleaned.text),
         )
     finally:
         for path in (midi_in, abc_out, log):

@@ -18,21 +18,24 @@ from typing import Callable
 from abcmusic import tools
 from abcmusic.notation.cleaning import CHECKS, REWRITES
 from abcmusic.data import dataset_dir
-from abcmusic.data.assemble import build_vocabulary, select_tunes, write_splits
+from abcmusic.data.assemble import Selection, build_vocabulary, measure_contamination, select_tunes, write_splits
 from abcmusic.data.conversion_job import FileSummary, convert_all
 from abcmusic.data.convert import ConvertLimits
 from abcmusic.data.midi_folder import MidiFile, open_midi_folder
+from abcmusic.data.melody import SHINGLE_INTERVALS
+from abcmusic.data.near_duplicates import MOSTLY, STRETCH_CHARS, NearDuplicateConfig
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
 from abcmusic.progress import Progress
 from abcmusic.publish import remove_stale_staging, staging_dir
 from abcmusic.ray_session import start_ray
 
+GROUPS_FILE = "near_duplicate_groups.jsonl"
 VALIDITY_SAMPLE = 200  # test tunes judged by abc2midi for the manifest's reference validity rate
 
 # The modules whose code decides a dataset's content: a change to any of them makes an old dataset stale.
 CONTENT_MODULES = ("notation/cleaning.py", "data/midi_text.py", "data/convert.py", "data/splits.py", "data/vocab.py",
-                   "data/assemble.py", "smf.py")
+                   "data/assemble.py", "data/melody.py", "data/near_duplicates.py", "smf.py")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class PrepareConfig:
     out_dir: Path
     fractions: SplitFractions = field(default_factory=SplitFractions)
     limits: ConvertLimits = field(default_factory=ConvertLimits)
+    near_duplicates: NearDuplicateConfig = field(default_factory=NearDuplicateConfig)
     force: bool = False  # rebuild even when the dataset at out_dir is up to date
     ray_address: str | None = None  # None: RAY_ADDRESS if set, else a local Ray
     spread_over_nodes: bool = False  # convert on every node: a local midi_dir is on storage all nodes mount
@@ -57,8 +61,8 @@ def _code_version() -> str:
 def _fingerprint(config: PrepareConfig, midi_files: list[MidiFile], tool_versions: dict) -> str:
     """Inputs (path, size, mtime), settings, code and tool versions: equal fingerprints, equal datasets."""
     digest = hashlib.sha256()
-    digest.update(json.dumps([asdict(config.fractions), asdict(config.limits), _code_version(), tool_versions],
-                             sort_keys=True).encode())
+    digest.update(json.dumps([asdict(config.fractions), asdict(config.limits), asdict(config.near_duplicates),
+                              _code_version(), tool_versions], sort_keys=True).encode())
     for midi_file in midi_files:
         digest.update(f"{midi_file.path}\0{midi_file.size}\0{midi_file.mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -113,17 +117,58 @@ def _count_outcomes(summaries: list[FileSummary]) -> dict:
     }
 
 
-def _write_rejected(path: Path, summaries: list[FileSummary], duplicates) -> None:
+def _write_rejected(path: Path, summaries: list[FileSummary], selection: Selection) -> None:
     with open(path, "w") as rejected:
         for summary in summaries:
             if summary.status != "ok":
                 stage = "convert" if summary.status == "failed" else "clean"
                 rejected.write(json.dumps({"source_path": summary.source_path, "stage": stage,
                                            "reason": summary.reason, "detail": summary.detail}) + "\n")
-        for duplicate in duplicates:
+        for duplicate in selection.duplicates:
             rejected.write(json.dumps({"source_path": duplicate.source_path, "stage": "dedupe",
                                        "reason": "duplicate",
                                        "detail": f"same cleaned tune as {duplicate.duplicate_of}"}) + "\n")
+        for version in selection.near_duplicates:
+            rejected.write(json.dumps({"source_path": version.source_path, "stage": "near_duplicates",
+                                       "reason": "near_duplicate", "representative": version.duplicate_of,
+                                       "detail": f"a version of the same piece as {version.duplicate_of}"}) + "\n")
+
+
+def _write_groups(path: Path, summaries: list[FileSummary], selection: Selection) -> None:
+    """One line per group of two or more versions: its tunes (the kept one first) and its split."""
+    if selection.grouping is None:
+        path.write_text("")
+        return
+    path_of = {s.file_index: s.source_path for s in summaries}
+    with open(path, "w") as groups:
+        for members in selection.grouping.groups():
+            groups.write(json.dumps({"split": selection.split_by_index[members[0]],
+                                     "tunes": [path_of[i] for i in members]}) + "\n")
+
+
+def near_duplicate_counts(config: NearDuplicateConfig, selection: Selection) -> dict:
+    counts: dict = {"mode": config.mode, "threshold": config.threshold}
+    grouping = selection.grouping
+    if grouping is not None:
+        groups = grouping.groups()
+        counts |= {
+            "voices_compared": grouping.voices_compared,
+            "candidate_voice_pairs": grouping.candidate_pairs,
+            "matched_voice_pairs": grouping.matched_pairs,
+            "groups": len(groups),
+            "tunes_in_groups": sum(len(g) for g in groups),
+            "largest_group": max((len(g) for g in groups), default=0),
+            "dropped": len(selection.near_duplicates),
+        }
+    return counts
+
+
+CONTAMINATION_MEASURE = (
+    f"for each held-out split, what of its content occurs in train: 'verbatim' compares {STRETCH_CHARS}-character "
+    f"stretches of the music lines (a sample fixed by content), 'melodic' the {SHINGLE_INTERVALS + 1}-note interval "
+    f"patterns of every voice (the same in any key); found_in_train is the share of the split's distinct stretches "
+    f"or patterns found in train, tunes_mostly_in_train the share of its tunes with more than {MOSTLY:.0%} of "
+    f"theirs found there")
 
 
 def judge_split(split_dir: Path, count: int) -> dict:
@@ -186,13 +231,19 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             if len(summaries) != len(source_paths):
                 raise RuntimeError(f"conversion returned {len(summaries)} results for {len(source_paths)} files")
 
+            group_start = time.monotonic()
+            selection = select_tunes(summaries, config.fractions, parts_dir, config.near_duplicates)
+            group_seconds = time.monotonic() - group_start
             assemble_start = time.monotonic()
-            selection = select_tunes(summaries, config.fractions)
             vocab = build_vocabulary(summaries, selection)
             splits = write_splits(parts_dir, staging, selection, vocab)
+            contamination_start = time.monotonic()
+            contamination = measure_contamination(parts_dir, selection)
+            contamination_seconds = time.monotonic() - contamination_start
             shutil.rmtree(parts_dir)
             vocab.save(staging / "vocab.json")
-            _write_rejected(staging / "rejected.jsonl", summaries, selection.duplicates)
+            _write_rejected(staging / "rejected.jsonl", summaries, selection)
+            _write_groups(staging / GROUPS_FILE, summaries, selection)
             outcomes = _count_outcomes(summaries)
             test_validity = judge_split(staging / "test", VALIDITY_SAMPLE)
             manifest = {
@@ -201,7 +252,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
                 "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "midi_dir": midi_folder.location,
                 "fingerprint": fingerprint,
-                "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits)},
+                "config": {"fractions": asdict(config.fractions), "limits": asdict(config.limits),
+                           "near_duplicates": asdict(config.near_duplicates)},
                 "files": {
                     "found": len(source_paths),
                     "converted": sum(s.status != "failed" for s in summaries),
@@ -210,8 +262,10 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
                 **outcomes,
                 "tunes_after_cleaning": sum(s.status == "ok" for s in summaries),
                 "duplicates": len(selection.duplicates),
+                "near_duplicates": near_duplicate_counts(config.near_duplicates, selection),
                 "tunes": len(selection.split_by_index),
                 "splits": splits,
+                "contamination": {"measure": CONTAMINATION_MEASURE} | contamination,
                 "vocab_size": len(vocab),
                 "test_validity": test_validity,
                 "tools": tool_versions | {"python": platform.python_version(), "ray": ray_version(),
@@ -220,7 +274,9 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
                     "discover": round(discover_seconds, 2),
                     "ray_start": round(ray_seconds, 2),
                     "convert": round(convert_seconds, 2),
-                    "assemble": round(time.monotonic() - assemble_start, 2),
+                    "dedupe_and_group": round(group_seconds, 2),
+                    "contamination": round(contamination_seconds, 2),
+                    "assemble": round(time.monotonic() - assemble_start - contamination_seconds, 2),
                     "total": round(time.monotonic() - started_at, 2),
                 },
             }

@@ -18,11 +18,27 @@ def manifest_table(manifest: dict) -> str:
         ("text/lyric meta events removed", f"{manifest['text_events_removed']:,}"),
         ("tunes after cleaning", f"{manifest['tunes_after_cleaning']:,}"),
         ("duplicates dropped", f"{manifest['duplicates']:,}"),
-        ("tunes kept", f"{manifest['tunes']:,}"),
     ]
+    near = manifest["near_duplicates"]
+    if near["mode"] == "off":
+        rows.append(("near-duplicate versions", "not grouped (--near-duplicates off)"))
+    else:
+        rows.append((f"versions of one piece (threshold {near['threshold']})",
+                     f"{near['groups']:,} groups, {near['tunes_in_groups']:,} tunes, largest {near['largest_group']:,}"))
+        if near["mode"] == "drop":
+            rows.append(("  versions dropped", f"{near['dropped']:,}"))
+    rows.append(("tunes kept", f"{manifest['tunes']:,}"))
     for split, stats in splits.items():
         unknown = f", {stats['unknown_tokens']:,} <unk>" if stats["unknown_tokens"] else ""
         rows.append((f"  {split}", f"{stats['tunes']:,} tunes, {stats['tokens']:,} tokens{unknown}"))
+    for split in ("val", "test"):
+        found = manifest["contamination"][split]
+        verbatim, melodic = found["verbatim"], found["melodic"]
+        if verbatim["found_in_train"] is None:
+            continue
+        rows.append((f"  {split} content found in train",
+                     f"{verbatim['found_in_train']:.1%} verbatim, {melodic['found_in_train'] or 0:.1%} melodic; "
+                     f"{verbatim['tunes_mostly_in_train']:.1%} of tunes mostly"))
     validity = manifest.get("test_validity") or {}
     if validity.get("judged"):
         rows.append(("test tunes playable (abc2midi)",

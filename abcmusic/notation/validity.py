@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from abcmusic.smf import read_varlen
+from abcmusic.smf import note_ons
 from abcmusic.tools import require
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -112,70 +112,9 @@ def parse_messages(log_text: str) -> tuple[list[str], list[str]]:
     return errors, warnings
 
 
-def _track_note_ons(midi: bytes, pos: int, end: int) -> int:
-    note_ons = 0
-    running_status = 0  # only channel messages set it; meta and sysex events leave it as it was
-    while pos < end:
-        _, pos = read_varlen(midi, pos, end)  # delta time
-        if pos >= end:
-            raise ValueError("track ends after a delta time")
-        status = midi[pos]
-        if status & 0x80:
-            pos += 1
-        elif running_status:
-            status = running_status
-        else:
-            raise ValueError(f"data byte {status:#04x} with no running status")
-        if status == 0xFF:
-            if pos >= end:
-                raise ValueError("meta event without a type")
-            length, pos = read_varlen(midi, pos + 1, end)
-            pos += length
-        elif status in (0xF0, 0xF7):
-            length, pos = read_varlen(midi, pos, end)
-            pos += length
-        elif status >= 0xF0:
-            raise ValueError(f"status byte {status:#04x} is not allowed in a MIDI file")
-        else:
-            running_status = status
-            n_data = 1 if status & 0xF0 in (0xC0, 0xD0) else 2
-            message_data = midi[pos : pos + n_data]
-            if len(message_data) < n_data or pos + n_data > end or any(b & 0x80 for b in message_data):
-                raise ValueError(f"bad data bytes after status {status:#04x}")
-            pos += n_data
-            if status & 0xF0 == 0x90 and message_data[1] > 0:
-                note_ons += 1
-        if pos > end:
-            raise ValueError("event runs past the end of its track")
-    return note_ons
-
-
 def count_note_ons(midi: bytes) -> int:
     """Note-on events with velocity > 0 over all tracks of a standard MIDI file; ValueError if malformed."""
-    if len(midi) < 14 or midi[:4] != b"MThd":
-        raise ValueError("no MThd header")
-    header_length = int.from_bytes(midi[4:8], "big")
-    if header_length < 6 or 8 + header_length > len(midi):
-        raise ValueError(f"bad header length {header_length}")
-    declared_tracks = int.from_bytes(midi[10:12], "big")
-    pos = 8 + header_length
-    note_ons = 0
-    tracks = 0
-    while pos < len(midi):
-        if pos + 8 > len(midi):
-            raise ValueError("truncated chunk header")
-        chunk_type = midi[pos : pos + 4]
-        start = pos + 8
-        end = start + int.from_bytes(midi[pos + 4 : pos + 8], "big")
-        if end > len(midi):
-            raise ValueError(f"chunk {chunk_type!r} runs past the end of the file")
-        if chunk_type == b"MTrk":
-            note_ons += _track_note_ons(midi, start, end)
-            tracks += 1
-        pos = end
-    if tracks != declared_tracks:
-        raise ValueError(f"header declares {declared_tracks} tracks, file has {tracks}")
-    return note_ons
+    return len(note_ons(midi))
 
 
 def _run_abc2midi(work_dir: Path, timeout_s: float, max_output_bytes: int) -> tuple[str | None, str]:
