@@ -3,6 +3,8 @@ write token ids, and measure what the held-out splits share with train."""
 
 from __future__ import annotations
 
+import collections
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -66,18 +68,26 @@ def group_versions(parts_dir: Path, kept: list[FileSummary], threshold: float) -
     return group_tunes(signatures, threshold)
 
 
+def split_key(content_hashes: list[str]) -> str:
+    """The hash a group's split is cut from: a lone tune's own, else a hash of the group's smallest one (the smallest
+    of several hashes is not uniform: used as it is, it would put groups in train far more often)."""
+    if len(content_hashes) == 1:
+        return content_hashes[0]
+    return hashlib.sha256(f"group of {min(content_hashes)}".encode()).hexdigest()
+
+
 def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, parts_dir: Path,
                  near_duplicates: NearDuplicateConfig) -> Selection:
-    """Drop exact duplicates, group the versions of each piece, and give each group one split from the smallest
-    content hash among its tunes (a tune alone keeps the split of its own hash); with mode "drop", keep only
-    each group's first tune."""
+    """Drop exact duplicates, group the versions of each piece, and give each group one split, cut from its
+    `split_key`; with mode "drop", keep only each group's first tune (in sorted path order)."""
     kept, duplicates = drop_exact_duplicates(summaries)
     grouping = None if near_duplicates.mode == "off" else group_versions(parts_dir, kept, near_duplicates.threshold)
     summary_by_index = {s.file_index: s for s in kept}
-    group_hash: dict[int, str] = {}
+    members: dict[int, list[str]] = collections.defaultdict(list)
     for summary in kept:
         root = grouping.group_of[summary.file_index] if grouping else summary.file_index
-        group_hash[root] = min(group_hash.get(root, summary.content_hash), summary.content_hash)
+        members[root].append(summary.content_hash)
+    group_hash = {root: split_key(hashes) for root, hashes in members.items()}
     split_by_index, dropped = {}, []
     for summary in kept:
         root = grouping.group_of[summary.file_index] if grouping else summary.file_index
