@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from abcmusic.data.assemble import split_key
 from abcmusic.data.splits import SplitFractions, assign_split
 from abcmusic.data.vocab import Vocabulary
 from conftest import REPO_ROOT, cli_env, copy_pop909, run_cli
@@ -119,14 +120,20 @@ def test_parquet_schema_and_tokens_decode_to_text(prepared):
 
 
 def test_splits_are_disjoint_and_follow_the_hash(prepared):
+    """A tune alone follows its own hash; the versions of one piece share the split of their group's key."""
     _, out, manifest, _ = prepared
     fractions = SplitFractions(**manifest["config"]["fractions"])
-    seen: dict[str, str] = {}
+    split_of, hash_of = {}, {}
     for split in ("train", "val", "test"):
-        for content_hash in read_split(out, split)["content_hash"].to_pylist():
-            assert content_hash not in seen, "a tune is in two splits"
-            seen[content_hash] = split
-            assert assign_split(content_hash, fractions) == split
+        for row in read_split(out, split).select(["source_path", "content_hash"]).to_pylist():
+            assert row["content_hash"] not in hash_of.values(), "a tune is in two splits"
+            split_of[row["source_path"]], hash_of[row["source_path"]] = split, row["content_hash"]
+    groups = [json.loads(line)["tunes"] for line in (out / "near_duplicate_groups.jsonl").read_text().splitlines()]
+    assert len(groups) == manifest["near_duplicates"]["groups"] > 0  # POP909's versions of each song
+    group_of = {path: tunes for tunes in groups for path in tunes}
+    for path, split in split_of.items():
+        members = group_of.get(path, [path])
+        assert assign_split(split_key([hash_of[p] for p in members]), fractions) == split
 
 
 def test_vocabulary_is_the_training_characters(prepared):

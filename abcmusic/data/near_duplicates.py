@@ -111,6 +111,7 @@ class _Components:
 class Grouping:
     group_of: dict[int, int]  # tune id -> the smallest tune id of its group (itself when alone)
     voices_compared: int
+    tunes_without_voices: int  # no voice long enough to compare (or notes unreadable): each is a group of its own
     candidate_pairs: int  # voice pairs the LSH index proposed
     matched_pairs: int  # of those, the pairs whose estimated Jaccard reached the threshold
 
@@ -129,8 +130,10 @@ def group_tunes(signatures: Iterable[tuple[int, np.ndarray]], threshold: float) 
 
     index = MinHashLSH(num_perm=NUM_PERM, params=(LSH_BANDS, LSH_ROWS))
     owners, rows, components = [], [], _Components()
+    tunes_without_voices = 0
     for tune, voice_signatures in signatures:
         components.find(tune)
+        tunes_without_voices += len(voice_signatures) == 0
         for signature in voice_signatures:
             key = len(owners)
             owners.append(tune)
@@ -148,8 +151,8 @@ def group_tunes(signatures: Iterable[tuple[int, np.ndarray]], threshold: float) 
         for other in np.asarray(others)[estimates >= threshold]:
             matched_pairs += 1
             components.union(owners[key], owners[int(other)])
-    return Grouping({tune: components.find(tune) for tune in components.parent}, len(rows), candidate_pairs,
-                    matched_pairs)
+    return Grouping({tune: components.find(tune) for tune in components.parent}, len(rows), tunes_without_voices,
+                    candidate_pairs, matched_pairs)
 
 
 @dataclass

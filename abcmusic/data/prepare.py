@@ -153,6 +153,7 @@ def near_duplicate_counts(config: NearDuplicateConfig, selection: Selection) -> 
         groups = grouping.groups()
         counts |= {
             "voices_compared": grouping.voices_compared,
+            "tunes_without_voices": grouping.tunes_without_voices,
             "candidate_voice_pairs": grouping.candidate_pairs,
             "matched_voice_pairs": grouping.matched_pairs,
             "groups": len(groups),
