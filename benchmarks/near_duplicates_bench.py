@@ -5,7 +5,8 @@ Two parts, on POP909 files (../shared/data/midi/pop909):
    midi2abc, cleaning, and the sketch) against the sketch alone (`sketch_tune`: notes, interval patterns,
    MinHash signatures, stretch hashes), which is what the conversion tasks now do in addition.
 2. The driver's steps at two corpus sizes, from real `prepare()` runs: conversion on all CPUs, dedupe and grouping
-   (the LSH index), the contamination measure; with each step's growth exponent between the sizes (1 = linear).
+   (the LSH index), the contamination measure; with each step's growth exponent between the sizes (1 = linear),
+   and the grouping's peak memory per voice, measured in this process on the larger size.
 Then an extrapolation to the Lakh MIDI Dataset's 178,561 files on one 16-core node, from these rates.
 
     .venv/bin/python benchmarks/near_duplicates_bench.py [--sizes 1288,2577] [--sample 300]
@@ -23,7 +24,7 @@ from abcmusic.data.convert import ConvertLimits, convert_file
 from abcmusic.data.discover import find_midi_files
 from abcmusic.data.midi_folder import open_midi_folder
 from abcmusic.data.midi_text import strip_text_events
-from abcmusic.data.near_duplicates import NUM_PERM, sketch_tune
+from abcmusic.data.near_duplicates import NearDuplicateConfig, group_tunes, sketch_tune
 from abcmusic.data.prepare import PrepareConfig, prepare
 from abcmusic.testing import SHARED_DATA
 
@@ -62,6 +63,25 @@ def prepare_seconds(root: Path, paths: list[str]) -> dict:
     return manifest
 
 
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def grouping_peak_bytes(root: Path, paths: list[str]) -> tuple[int, int]:
+    """(voices indexed, the driver's extra peak resident memory while grouping them): the index and signatures."""
+    signatures = []
+    for i, path in enumerate(paths):
+        midi, _ = strip_text_events((root / path).read_bytes())
+        signatures.append((i, sketch_tune(midi, "").voice_signatures))
+    Path("/proc/self/clear_refs").write_text("5")  # restart the peak (VmHWM) from the current resident set
+    before = _status_kib("VmRSS")
+    grouping = group_tunes(signatures, NearDuplicateConfig().threshold)
+    return grouping.voices_compared, (_status_kib("VmHWM") - before) * 1024
+
+
 def growth(small: float, large: float, n_small: int, n_large: int) -> float:
     return math.log(large / small) / math.log(n_large / n_small) if small > 0 and large > 0 else float("nan")
 
@@ -95,16 +115,20 @@ def main() -> None:
     print("growth exponents (time ~ files^k): " + ", ".join(f"{k} {v:.2f}" for k, v in exponents.items())
           + f", candidate voice pairs {pairs:.2f}")
 
+    voices, peak = grouping_peak_bytes(args.pop909, paths[:large])
+    print(f"   grouping {voices:,} voices in this process: peak memory {peak / 2**20:.0f} MiB above the start, "
+          f"{peak / voices / 1024:.1f} KiB per voice (LSH index and signatures)")
+
     m = runs[large]
     scale = LAKH_FILES / large
     driver_s = sum(m["seconds"][k] for k in ("dedupe_and_group", "contamination")) * scale ** max(1.0, max(
         exponents["dedupe_and_group"], exponents["contamination"]))
     convert_lakh_s = convert_s * LAKH_FILES / LAKH_CPUS
-    signature_gib = m["near_duplicates"]["voices_compared"] * scale * NUM_PERM * 8 / 2**30
+    index_gib = m["near_duplicates"]["voices_compared"] * scale * peak / voices / 2**30
     print(f"3. Lakh ({LAKH_FILES:,} files) on {LAKH_CPUS} cores, from POP909's per-file rates: conversion "
           f"{convert_lakh_s / 60:.0f} min (sketch included, {sketch_s / convert_s:.0%} of it); driver's grouping and "
           f"contamination {driver_s / 60:.1f} min (scaled with the larger growth exponent, at least linear); "
-          f"signatures held by the driver {signature_gib:.1f} GiB")
+          f"the driver's index {index_gib:.1f} GiB at POP909's {voices / large:.1f} voices per file")
 
 
 if __name__ == "__main__":

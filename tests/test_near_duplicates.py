@@ -18,7 +18,7 @@ from abcmusic.data.melody import interval_shingles, voice_pitches
 from abcmusic.data.near_duplicates import (NUM_PERM, ContaminationMeter, HeldOutContent, NearDuplicateConfig,
                                            group_tunes, sketch_tune, stretch_hashes)
 from abcmusic.smf import NoteOn, note_ons
-from tests.midi_bytes import varlen
+from midi_bytes import varlen
 
 
 def midi_file(*tracks, ticks_per_beat: int = 480, tempo: int = 500_000) -> bytes:
