@@ -2,7 +2,7 @@
 between different songs, on a corpus whose folders name the song (POP909: <song>/<version>.mid).
 
 For each dataset given, it reports the songs with files in more than one split, the groups that join files of
-different songs, and prepare's two contamination measures (abcmusic.data.near_duplicates) for the dataset's own
+different songs, and prepare's contamination measure (abcmusic.data.near_duplicates) for the dataset's own
 splits and for a reference split of the same tunes by song (every song's files in one split, cut from a hash of
 its folder name with the dataset's fractions): the reference is the level between different songs.
 
@@ -24,18 +24,14 @@ from abcmusic.data.splits import SPLITS, SplitFractions, assign_split
 from abcmusic.testing import SHARED_DATA
 
 
-def contamination(sketches: dict[str, TuneSketch], split_of: dict[str, str]) -> dict[str, dict[str, dict]]:
-    result: dict[str, dict[str, dict]] = {"val": {}, "test": {}}
-    for measure in ("verbatim", "melodic"):
-        values = {path: (s.stretches if measure == "verbatim" else s.phrases) for path, s in sketches.items()}
-        meter = ContaminationMeter({split: HeldOutContent.of([(i, values[p]) for i, p in enumerate(values)
-                                                              if split_of[p] == split]) for split in ("val", "test")})
-        for path, split in split_of.items():
-            if split == "train":
-                meter.add_train(values[path])
-        for split, summary in meter.finish().items():
-            result[split][measure] = summary
-    return result
+def contamination(sketches: dict[str, TuneSketch], split_of: dict[str, str]) -> dict[str, dict]:
+    paths = list(sketches)
+    meter = ContaminationMeter({split: HeldOutContent.of([(i, sketches[p].stretches) for i, p in enumerate(paths)
+                                                          if split_of[p] == split]) for split in ("val", "test")})
+    for path, split in split_of.items():
+        if split == "train":
+            meter.add_train(sketches[path].stretches)
+    return meter.finish()
 
 
 def song(path: str) -> str:
@@ -48,7 +44,7 @@ def main() -> None:
     parser.add_argument("--midi-dir", type=Path, default=SHARED_DATA / "midi" / "pop909")
     args = parser.parse_args()
     print(f"{'dataset':<28} {'split':<5} {'tunes':>5} {'songs in 2+ splits':>18} {'cross-song groups':>17} "
-          f"{'verbatim found':>14} {'melodic found':>13} {'tunes mostly (v/m)':>18}")
+          f"{'stretches found in train':>24} {'tunes mostly in train':>21}")
     for dataset in args.datasets:
         manifest = json.loads((dataset / "manifest.json").read_text())
         fractions = SplitFractions(**manifest["config"]["fractions"])
@@ -66,13 +62,11 @@ def main() -> None:
         cross = [sorted({song(p) for p in tunes}) for tunes in groups if len({song(p) for p in tunes}) > 1]
         by_song = {path: assign_split(hashlib.sha256(song(path).encode()).hexdigest(), fractions) for path in split_of}
         for label, assignment in ((dataset.name, split_of), ("  reference: split by song", by_song)):
-            for split, measures in contamination(sketches, assignment).items():
-                verbatim, melodic = measures["verbatim"], measures["melodic"]
+            for split, found in contamination(sketches, assignment).items():
                 straddling = sum(len(s) > 1 for s in songs.values()) if assignment is split_of else 0
-                print(f"{label:<28} {split:<5} {verbatim['tunes_measured']:>5} {straddling:>18} "
-                      f"{len(cross) if assignment is split_of else '':>17} {verbatim['found_in_train']:>14.1%} "
-                      f"{melodic['found_in_train']:>13.1%} "
-                      f"{verbatim['tunes_mostly_in_train']:>8.1%} / {melodic['tunes_mostly_in_train']:.1%}")
+                print(f"{label:<28} {split:<5} {found['tunes_measured']:>5} {straddling:>18} "
+                      f"{len(cross) if assignment is split_of else '':>17} {found['found_in_train']:>24.1%} "
+                      f"{found['tunes_mostly_in_train']:>21.1%}")
         if cross:
             print(f"  groups joining songs: {cross}")
 

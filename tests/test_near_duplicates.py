@@ -166,7 +166,7 @@ def test_versions_of_a_melody_are_grouped_under_the_smallest_id():
 def test_a_tune_too_short_to_compare_stays_alone():
     melody = random_walk(7)
     short = sketch_tune(midi_file([(0, [(p, 240) for p in melody[:9]])]), "")
-    assert short.voice_signatures.shape == (0, NUM_PERM) and len(short.phrases) == 3
+    assert short.voice_signatures.shape == (0, NUM_PERM)
     grouping = group_tunes([(1, short.voice_signatures), (2, sketch([(0, [(p, 240) for p in melody])]))], 0.2)
     assert grouping.group_of == {1: 1, 2: 2} and grouping.groups() == [] and grouping.voices_compared == 1
 

@@ -110,8 +110,9 @@ def test_no_song_is_in_two_splits(grouped, corpus):
         splits_of_song.setdefault(song_of(path, originals), set()).add(split)
     assert all(len(splits) == 1 for splits in splits_of_song.values()), splits_of_song
     held_out = [split for split in ("val", "test") if manifest["splits"][split]["tunes"]]
+    assert held_out
     for split in held_out:  # no held-out tune is a copy of a training tune
-        assert manifest["contamination"][split]["melodic"]["tunes_mostly_in_train"] == 0.0
+        assert manifest["contamination"][split]["tunes_mostly_in_train"] == 0.0
 
 
 def test_drop_keeps_one_version_per_group(corpus, grouped, tmp_path):
@@ -144,7 +145,8 @@ def test_off_splits_every_tune_by_its_own_hash(corpus, grouped, tmp_path):
         for content_hash in pq.read_table(out / split, columns=["content_hash"])["content_hash"].to_pylist():
             assert assign_split(content_hash, fractions) == split
     # With versions split independently, held-out tunes are largely copies of training ones.
-    assert manifest["contamination"]["val"]["melodic"]["tunes_mostly_in_train"] > 0.5
+    mostly = [manifest["contamination"][split]["tunes_mostly_in_train"] for split in ("val", "test")]
+    assert max(m for m in mostly if m is not None) > 0.5
 
 
 def test_bad_threshold_is_one_line_and_exit_2(corpus, tmp_path):

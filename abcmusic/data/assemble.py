@@ -104,24 +104,18 @@ def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, pa
     )
 
 
-def measure_contamination(parts_dir: Path, selection: Selection) -> dict[str, dict[str, dict]]:
-    """For validation and test, the share of their content found in train, verbatim (32-character stretches of
-    the music lines) and melodically (7-note interval shingles, whatever the key)."""
-    held_out = {"verbatim": {}, "melodic": {}}
-    for measure, column in (("verbatim", "stretches"), ("melodic", "phrases")):
-        by_split: dict[str, list] = {"val": [], "test": []}
-        for row in part_rows(parts_dir, [column]):
-            split = selection.split_by_index.get(row["file_index"])
-            if split in by_split:
-                by_split[split].append((row["file_index"], np.asarray(row[column], dtype=np.uint64)))
-        held_out[measure] = {split: HeldOutContent.of(tunes) for split, tunes in by_split.items()}
-    meters = {measure: ContaminationMeter(content) for measure, content in held_out.items()}
-    for row in part_rows(parts_dir, ["stretches", "phrases"]):
+def measure_contamination(parts_dir: Path, selection: Selection) -> dict[str, dict]:
+    """For validation and test, the share of their 32-character stretches of music found verbatim in train."""
+    by_split: dict[str, list] = {"val": [], "test": []}
+    for row in part_rows(parts_dir, ["stretches"]):
+        split = selection.split_by_index.get(row["file_index"])
+        if split in by_split:
+            by_split[split].append((row["file_index"], np.asarray(row["stretches"], dtype=np.uint64)))
+    meter = ContaminationMeter({split: HeldOutContent.of(tunes) for split, tunes in by_split.items()})
+    for row in part_rows(parts_dir, ["stretches"]):
         if selection.split_by_index.get(row["file_index"]) == "train":
-            meters["verbatim"].add_train(np.asarray(row["stretches"], dtype=np.uint64))
-            meters["melodic"].add_train(np.asarray(row["phrases"], dtype=np.uint64))
-    results = {measure: meter.finish() for measure, meter in meters.items()}
-    return {split: {measure: results[measure][split] for measure in meters} for split in ("val", "test")}
+            meter.add_train(np.asarray(row["stretches"], dtype=np.uint64))
+    return meter.finish()
 
 
 def build_vocabulary(summaries: Iterable[FileSummary], selection: Selection) -> Vocabulary:

@@ -29,7 +29,6 @@ PART_SCHEMA = pa.schema([
     ("abc", pa.string()),
     # The tune's sketch (abcmusic.data.near_duplicates.TuneSketch); the signatures flattened, NUM_PERM per voice.
     ("voice_signatures", pa.list_(pa.uint64())),
-    ("phrases", pa.list_(pa.uint64())),
     ("stretches", pa.list_(pa.uint64())),
 ])
 MAX_FILES_PER_TASK = 64
@@ -87,7 +86,6 @@ def convert_chunk(row: dict[str, Any], midi_dir: str, limits: ConvertLimits) -> 
             "source_path": [k[1] for k in kept],
             "abc": [k[2] for k in kept],
             "voice_signatures": [k[3].voice_signatures.ravel() for k in kept],
-            "phrases": [k[3].phrases for k in kept],
             "stretches": [k[3].stretches for k in kept],
         },
         schema=PART_SCHEMA,

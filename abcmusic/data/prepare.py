@@ -22,7 +22,6 @@ from abcmusic.data.assemble import Selection, build_vocabulary, measure_contamin
 from abcmusic.data.conversion_job import FileSummary, convert_all
 from abcmusic.data.convert import ConvertLimits
 from abcmusic.data.midi_folder import MidiFile, open_midi_folder
-from abcmusic.data.melody import SHINGLE_INTERVALS
 from abcmusic.data.near_duplicates import MOSTLY, STRETCH_CHARS, NearDuplicateConfig
 from abcmusic.data.splits import SplitFractions
 from abcmusic.errors import UserError
@@ -165,11 +164,9 @@ def near_duplicate_counts(config: NearDuplicateConfig, selection: Selection) -> 
 
 
 CONTAMINATION_MEASURE = (
-    f"for each held-out split, what of its content occurs in train: 'verbatim' compares {STRETCH_CHARS}-character "
-    f"stretches of the music lines (a sample fixed by content), 'melodic' the {SHINGLE_INTERVALS + 1}-note interval "
-    f"patterns of every voice (the same in any key); found_in_train is the share of the split's distinct stretches "
-    f"or patterns found in train, tunes_mostly_in_train the share of its tunes with more than {MOSTLY:.0%} of "
-    f"theirs found there")
+    f"what of each held-out split occurs verbatim in train, in {STRETCH_CHARS}-character stretches of the music "
+    f"lines (a sample of them fixed by content): found_in_train is the share of the split's distinct stretches "
+    f"found in train, tunes_mostly_in_train the share of its tunes with more than {MOSTLY:.0%} of theirs found there")
 
 
 def judge_split(split_dir: Path, count: int) -> dict:
