@@ -38,7 +38,7 @@ MIN_VOICE_SHINGLES = 10  # voices with fewer distinct shingles (a few repeated n
 STRETCH_CHARS = 32
 STRETCH_SAMPLE = 8  # keep the stretches whose hash is 0 modulo this: the same stretches in every tune
 MOSTLY = 0.5  # a held-out tune "is mostly in train" when more than this share of its content is found there
-_STRETCH_COEFFICIENTS = np.random.default_rng(20261202).integers(1, 2**63, STRETCH_CHARS, dtype=np.uint64) | 1
+_STRETCH_COEFFICIENTS = np.random.default_rng(20261202).integers(1, 2**63, STRETCH_CHARS // 8, dtype=np.uint64) | 1
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,14 @@ def stretch_hashes(abc: str) -> np.ndarray:
     """Hashes of the music lines' 32-character stretches (the lines joined by newlines), keeping those that are 0
     modulo STRETCH_SAMPLE: a stretch is kept or not by its content alone, so equal stretches are kept alike."""
     music = "\n".join(line for line in abc.split("\n") if is_music_line(line)).encode("ascii", "replace")
-    if len(music) < STRETCH_CHARS:
+    n_stretches = len(music) - STRETCH_CHARS + 1
+    if n_stretches <= 0:
         return np.zeros(0, dtype=np.uint64)
-    windows = np.lib.stride_tricks.sliding_window_view(np.frombuffer(music, dtype=np.uint8), STRETCH_CHARS)
-    hashes = windows.astype(np.uint64) @ _STRETCH_COEFFICIENTS  # wraps modulo 2**64
+    # The 8 bytes from every position, as one overlapping (unaligned) view; a stretch is four consecutive words.
+    words = np.ndarray((len(music) - 7,), dtype="<u8", buffer=music, strides=(1,))
+    hashes = np.zeros(n_stretches, dtype=np.uint64)
+    for k, coefficient in enumerate(_STRETCH_COEFFICIENTS):
+        hashes += words[8 * k:8 * k + n_stretches] * coefficient  # wraps modulo 2**64
     hashes ^= hashes >> np.uint64(29)  # the low bits decide the sample: mix the high ones in
     return np.unique(hashes[hashes % np.uint64(STRETCH_SAMPLE) == 0])
 
