@@ -7,7 +7,7 @@ import collections
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -55,16 +55,22 @@ def drop_exact_duplicates(summaries: Iterable[FileSummary]) -> tuple[list[FileSu
     return list(first_by_hash.values()), duplicates
 
 
-def part_rows(parts_dir: Path, columns: list[str]) -> Iterable[dict]:
-    """The staged parts' rows, in chunk order, with `file_index` and the given columns."""
+def part_arrays(parts_dir: Path, column: str) -> Iterator[tuple[int, np.ndarray]]:
+    """Each staged tune's file_index and its uint64 list `column` as an array (a view, no Python objects per
+    value), in chunk order."""
     for part in sorted(parts_dir.glob("part-*.parquet")):
-        yield from pq.read_table(part, columns=["file_index", *columns]).to_pylist()
+        table = pq.read_table(part, columns=["file_index", column])
+        lists = table[column].combine_chunks()
+        values = lists.flatten().to_numpy(zero_copy_only=False)
+        offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()
+        for row, file_index in enumerate(table["file_index"].to_numpy()):
+            yield int(file_index), values[offsets[row]:offsets[row + 1]]
 
 
 def group_versions(parts_dir: Path, kept: list[FileSummary], threshold: float) -> Grouping:
     wanted = {s.file_index for s in kept}
-    signatures = ((row["file_index"], np.asarray(row["voice_signatures"], dtype=np.uint64).reshape(-1, NUM_PERM))
-                  for row in part_rows(parts_dir, ["voice_signatures"]) if row["file_index"] in wanted)
+    signatures = ((file_index, values.reshape(-1, NUM_PERM))
+                  for file_index, values in part_arrays(parts_dir, "voice_signatures") if file_index in wanted)
     return group_tunes(signatures, threshold)
 
 
@@ -107,14 +113,14 @@ def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, pa
 def measure_contamination(parts_dir: Path, selection: Selection) -> dict[str, dict]:
     """For validation and test, the share of their 32-character stretches of music found verbatim in train."""
     by_split: dict[str, list] = {"val": [], "test": []}
-    for row in part_rows(parts_dir, ["stretches"]):
-        split = selection.split_by_index.get(row["file_index"])
+    for file_index, stretches in part_arrays(parts_dir, "stretches"):
+        split = selection.split_by_index.get(file_index)
         if split in by_split:
-            by_split[split].append((row["file_index"], np.asarray(row["stretches"], dtype=np.uint64)))
+            by_split[split].append((file_index, stretches))
     meter = ContaminationMeter({split: HeldOutContent.of(tunes) for split, tunes in by_split.items()})
-    for row in part_rows(parts_dir, ["stretches"]):
-        if selection.split_by_index.get(row["file_index"]) == "train":
-            meter.add_train(np.asarray(row["stretches"], dtype=np.uint64))
+    for file_index, stretches in part_arrays(parts_dir, "stretches"):
+        if selection.split_by_index.get(file_index) == "train":
+            meter.add_train(stretches)
     return meter.finish()
 
 

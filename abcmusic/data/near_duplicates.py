@@ -17,6 +17,7 @@ is what makes a re-arrangement with the same melody, or one that adds or drops a
 from __future__ import annotations
 
 import collections
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Literal
 
@@ -59,12 +60,24 @@ class TuneSketch:
     stretches: np.ndarray  # sampled hashes of 32-character stretches of the music lines, sorted uint64
 
 
-def _minhash(shingles: np.ndarray):
+@functools.cache
+def _permutations() -> np.ndarray:
+    """datasketch's permutations for NUM_PERM and its default seed: a MinHash draws them anew each time it is made
+    (0.1 ms), ten times what the rest of making one costs."""
     from datasketch import MinHash
 
-    signature = MinHash(num_perm=NUM_PERM, scheme="affine64", hashfunc=int)
-    signature.update_batch(shingles)
-    return signature
+    return MinHash(num_perm=NUM_PERM, scheme="affine64").permutations
+
+
+def _minhash(shingles: np.ndarray | None = None, signature: np.ndarray | None = None):
+    """A MinHash of a voice's shingles, or the MinHash a stored signature is."""
+    from datasketch import MinHash
+
+    minhash = MinHash(num_perm=NUM_PERM, scheme="affine64", hashfunc=int, hashvalues=signature,
+                      permutations=_permutations())
+    if shingles is not None:
+        minhash.update_batch(shingles)
+    return minhash
 
 
 def stretch_hashes(abc: str) -> np.ndarray:
@@ -86,7 +99,7 @@ def stretch_hashes(abc: str) -> np.ndarray:
 def sketch_tune(midi: bytes, abc: str) -> TuneSketch:
     voices = [interval_shingles(pitches) for pitches in voice_pitches(midi)]
     compared = [shingles for shingles in voices if len(shingles) >= MIN_VOICE_SHINGLES]
-    signatures = np.stack([_minhash(s).hashvalues for s in compared]) if compared else np.zeros((0, NUM_PERM),
+    signatures = np.stack([_minhash(shingles=s).hashvalues for s in compared]) if compared else np.zeros((0, NUM_PERM),
                                                                                                   np.uint64)
     return TuneSketch(signatures.astype(np.uint64), stretch_hashes(abc))
 
@@ -130,7 +143,7 @@ class Grouping:
 def group_tunes(signatures: Iterable[tuple[int, np.ndarray]], threshold: float) -> Grouping:
     """Group the tunes given as (tune id, its voices' signatures): tunes whose voices match, and the tunes linked
     to them through other matches, form one group. Tune ids decide nothing but the groups' names."""
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     index = MinHashLSH(num_perm=NUM_PERM, params=(LSH_BANDS, LSH_ROWS))
     owners, rows, components = [], [], _Components()
@@ -142,11 +155,11 @@ def group_tunes(signatures: Iterable[tuple[int, np.ndarray]], threshold: float) 
             key = len(owners)
             owners.append(tune)
             rows.append(signature)
-            index.insert(key, MinHash(num_perm=NUM_PERM, scheme="affine64", hashvalues=signature))
+            index.insert(key, _minhash(signature=signature))
     table = np.stack(rows) if rows else np.zeros((0, NUM_PERM), np.uint64)
     candidate_pairs = matched_pairs = 0
     for key, signature in enumerate(rows):
-        others = [other for other in index.query(MinHash(num_perm=NUM_PERM, scheme="affine64", hashvalues=signature))
+        others = [other for other in index.query(_minhash(signature=signature))
                   if other > key and owners[other] != owners[key]]
         if not others:
             continue
