@@ -13,6 +13,7 @@ import pytest
 
 from abcmusic.data.assemble import Duplicate, build_vocabulary, encode_batch, select_tunes
 from abcmusic.data.conversion_job import FileSummary
+from abcmusic.data.near_duplicates import NearDuplicateConfig
 from abcmusic.data.splits import SPLITS, SplitFractions, assign_split
 from abcmusic.data.vocab import SEPARATOR, TOKEN_DTYPE, UNKNOWN, Vocabulary
 
@@ -204,6 +205,7 @@ def summary(file_index: int, content_hash: str, status: str = "ok", chars: str =
     )
 
 
+ONE_BY_ONE = NearDuplicateConfig(mode="off")  # no parts to group versions from: each tune by its own hash
 TRAIN_HASH = "0" * 64  # position 0.0: train for any fractions
 TEST_HASH = "f" * 64  # position ~1.0: test
 VAL_HASH = "e8" + "0" * 62  # position 0.906: val with 0.9/0.05/0.05
@@ -213,7 +215,7 @@ def test_select_tunes_keeps_first_file_of_each_hash_and_reports_duplicates():
     fractions = SplitFractions()
     summaries = [summary(7, TRAIN_HASH), summary(2, TEST_HASH), summary(5, TRAIN_HASH), summary(3, TRAIN_HASH),
                  summary(9, TEST_HASH), summary(4, VAL_HASH)]
-    selection = select_tunes(summaries, fractions)
+    selection = select_tunes(summaries, fractions, None, ONE_BY_ONE)
     assert selection.split_by_index == {3: "train", 2: "test", 4: "val"}
     assert selection.hash_by_index == {3: TRAIN_HASH, 2: TEST_HASH, 4: VAL_HASH}
     assert sorted(selection.duplicates, key=lambda d: d.source_path) == [
@@ -226,7 +228,7 @@ def test_select_tunes_keeps_first_file_of_each_hash_and_reports_duplicates():
 def test_select_tunes_ignores_summaries_that_are_not_ok():
     summaries = [summary(0, "", status="failed"), summary(1, "", status="failed"), summary(2, "", status="dropped"),
                  summary(3, TRAIN_HASH)]
-    selection = select_tunes(summaries, SplitFractions())
+    selection = select_tunes(summaries, SplitFractions(), None, ONE_BY_ONE)
     assert selection.split_by_index == {3: "train"}
     assert selection.hash_by_index == {3: TRAIN_HASH}
     assert selection.duplicates == []
@@ -235,7 +237,7 @@ def test_select_tunes_ignores_summaries_that_are_not_ok():
 def test_select_tunes_split_is_assign_split_of_the_hash():
     fractions = SplitFractions(0.6, 0.2, 0.2)
     summaries = [summary(i, sha256(f"tune {i}")) for i in range(300)]
-    selection = select_tunes(summaries, fractions)
+    selection = select_tunes(summaries, fractions, None, ONE_BY_ONE)
     assert len(selection.split_by_index) == 300
     for s in summaries:
         assert selection.split_by_index[s.file_index] == assign_split(s.content_hash, fractions)
@@ -251,7 +253,7 @@ def test_build_vocabulary_uses_only_train_split_characters():
         summary(4, "1" + "0" * 63, chars="d|\n"),
         summary(5, "", status="failed"),
     ]
-    selection = select_tunes(summaries, SplitFractions())
+    selection = select_tunes(summaries, SplitFractions(), None, ONE_BY_ONE)
     assert selection.split_by_index == {0: "train", 1: "test", 2: "val", 4: "train"}
     vocab = build_vocabulary(summaries, selection)
     assert vocab.id_to_token == (SEPARATOR, UNKNOWN, "\n", "a", "b", "c", "d", "|")

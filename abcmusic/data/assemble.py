@@ -82,10 +82,11 @@ def split_key(content_hashes: list[str]) -> str:
     return hashlib.sha256(f"group of {min(content_hashes)}".encode()).hexdigest()
 
 
-def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, parts_dir: Path,
+def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, parts_dir: Path | None,
                  near_duplicates: NearDuplicateConfig) -> Selection:
     """Drop exact duplicates, group the versions of each piece, and give each group one split, cut from its
-    `split_key`; with mode "drop", keep only each group's first tune (in sorted path order)."""
+    `split_key`; with mode "drop", keep only each group's first tune (in sorted path order). `parts_dir` holds
+    the staged parts the sketches are read from; with mode "off" nothing is read from it."""
     kept, duplicates = drop_exact_duplicates(summaries)
     grouping = None if near_duplicates.mode == "off" else group_versions(parts_dir, kept, near_duplicates.threshold)
     summary_by_index = {s.file_index: s for s in kept}
