@@ -62,6 +62,11 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert 0 < metrics["ray_setup_seconds"] < metrics["setup_seconds"]
         assert 0 < metrics["teardown_seconds"] < 60
         assert metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
+        # the final losses cover whole splits, with their standard errors
+        for tokens in (metrics["final_val_tokens"], metrics["test_tokens"]):
+            assert tokens > 0 and tokens % int(params["context"]) == 0
+        assert 0 < metrics["final_val_loss_se"] < 0.1 * metrics["final_val_loss"]
+        assert 0 < metrics["test_loss_se"] < 0.1 * metrics["test_loss"]
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
         assert [m.step for m in history] == sorted(m.step for m in history)

@@ -12,7 +12,7 @@ import torch
 
 from abcmusic.models.registry import build_model
 from abcmusic.train.compilers import CompilerMissing
-from abcmusic.train.loop import TrainConfig, eval_starts, train, window_batch
+from abcmusic.train.loop import TrainConfig, eval_starts, evaluate, evaluate_split, train, window_batch
 
 VOCAB = 12
 
@@ -70,6 +70,21 @@ def test_windows_are_inputs_and_next_token_targets():
     assert x.tolist() == [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14]]
     assert y.tolist() == [[1, 2, 3, 4, 5], [11, 12, 13, 14, 15]]
     assert (eval_starts(stream, 2, 3, 5) == eval_starts(stream, 2, 3, 5)).all()
+
+
+def test_split_loss_covers_every_full_window_once_with_its_standard_error():
+    model = tiny_gpt()
+    stream = np.random.default_rng(0).integers(0, VOCAB, 16 * 37 + 5).astype(np.uint16)
+    split = evaluate_split(model, stream, context=16, batch=8, device=torch.device("cpu"), precision="fp32")
+    assert split.windows == 37 and split.tokens == 37 * 16  # the 5 tokens after the last full window are left out
+    # the same windows one at a time through the model's own loss: the same mean, and their spread gives the error
+    starts = np.arange(0, 37 * 16, 16).reshape(37, 1)
+    per_window = [evaluate(model, stream, starts[i:i + 1], 16, torch.device("cpu"), "fp32") for i in range(37)]
+    assert split.loss == pytest.approx(np.mean(per_window), rel=1e-6)
+    assert split.standard_error == pytest.approx(np.std(per_window, ddof=1) / np.sqrt(37), rel=1e-5)
+    assert model.training  # left as it was found
+    with pytest.raises(ValueError, match="too short"):
+        evaluate_split(model, stream[:16], 16, 8, torch.device("cpu"), "fp32")
 
 
 def test_training_learns_and_reports_every_evaluation():

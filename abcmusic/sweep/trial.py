@@ -23,7 +23,7 @@ from abcmusic.sweep.plan import TrialResources, model_config
 from abcmusic.sweep.spec import Trial
 from abcmusic.tracking.trial_record import TrialRecord
 from abcmusic.train.config import TrainConfig
-from abcmusic.train.loop import eval_starts, evaluate, train
+from abcmusic.train.loop import evaluate_split, train
 from abcmusic.train.throughput import measure_peak_flops
 
 STATE_FILE = "state.pt"
@@ -119,10 +119,16 @@ def train_worker(worker_job: WorkerJob) -> None:
     # Measured after training, not during start-up, when other trials' start-ups compete for the cores.
     peak_flops = measure_peak_flops(device, train_config.precision)
     flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
-    test_windows = eval_starts(streams["test"], train_config.eval_batches, train_config.micro_batch(world_size),
-                               train_config.context)
-    test_loss = evaluate(model, streams["test"], test_windows, train_config.context, device, train_config.precision)
-    final_metrics = {"final_val_loss": final["val_loss"], "test_loss": test_loss, "tokens_seen": final["tokens_seen"],
+    # The final losses over the whole validation and test splits: the curve's evaluations use a few fixed batches,
+    # whose sampling error is as large as the differences between neighbouring sizes.
+    eval_started = time.perf_counter()
+    final_val, test = (evaluate_split(model, streams[split], train_config.context,
+                                      train_config.micro_batch(world_size), device, train_config.precision)
+                       for split in ("val", "test"))
+    final_metrics = {"final_val_loss": final_val.loss, "final_val_loss_se": final_val.standard_error,
+                     "final_val_tokens": final_val.tokens, "sampled_val_loss": final["val_loss"],
+                     "test_loss": test.loss, "test_loss_se": test.standard_error, "test_tokens": test.tokens,
+                     "final_eval_seconds": time.perf_counter() - eval_started, "tokens_seen": final["tokens_seen"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
                      # trial start to the first step: Ray, data, model, optimizer

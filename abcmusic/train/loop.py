@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
@@ -55,6 +56,42 @@ def evaluate(model: nn.Module, stream: np.ndarray, starts: np.ndarray, context: 
             losses.append(loss.float())
     model.train(was_training)
     return float(torch.stack(losses).double().mean())
+
+
+@dataclass(frozen=True)
+class SplitLoss:
+    """A model's loss over a whole split, cut into consecutive windows: the mean over every predicted token, and
+    the standard error of that mean with windows as the independent units (tokens within a window are not)."""
+
+    loss: float
+    standard_error: float
+    tokens: int
+    windows: int
+
+
+@torch.no_grad()
+def evaluate_split(model: nn.Module, stream: np.ndarray, context: int, batch: int, device: torch.device,
+                   precision: Precision) -> SplitLoss:
+    """The loss on every token of `stream` that ends a full window of `context` tokens, the windows laid end to
+    end from the start: no sampling, so two models are compared on exactly the same tokens."""
+    starts = np.arange(0, len(stream) - context, context)
+    if len(starts) == 0:
+        raise ValueError(f"a split of {len(stream)} tokens is too short for context {context}")
+    was_training = model.training
+    model.eval()
+    window_losses = []
+    with tf32_mode(precision):
+        for first in range(0, len(starts), batch):
+            x, y = window_batch(stream, starts[first:first + batch], context)
+            with autocast(device, precision):
+                logits = model(x.to(device)).logits
+            token_losses = nn.functional.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(),
+                                                       reduction="none")
+            window_losses.append(token_losses.view(len(x), context).double().mean(dim=1).cpu())
+    model.train(was_training)
+    losses = torch.cat(window_losses)
+    standard_error = float(losses.std() / len(losses) ** 0.5) if len(losses) > 1 else float("nan")
+    return SplitLoss(float(losses.mean()), standard_error, len(losses) * context, len(losses))
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
