@@ -90,14 +90,14 @@ def select_tunes(summaries: Iterable[FileSummary], fractions: SplitFractions, pa
     kept, duplicates = drop_exact_duplicates(summaries)
     grouping = None if near_duplicates.mode == "off" else group_versions(parts_dir, kept, near_duplicates.threshold)
     summary_by_index = {s.file_index: s for s in kept}
+    root_of = grouping.group_of if grouping else {i: i for i in summary_by_index}
     members: dict[int, list[str]] = collections.defaultdict(list)
     for summary in kept:
-        root = grouping.group_of[summary.file_index] if grouping else summary.file_index
-        members[root].append(summary.content_hash)
+        members[root_of[summary.file_index]].append(summary.content_hash)
     group_hash = {root: split_key(hashes) for root, hashes in members.items()}
     split_by_index, dropped = {}, []
     for summary in kept:
-        root = grouping.group_of[summary.file_index] if grouping else summary.file_index
+        root = root_of[summary.file_index]
         if near_duplicates.mode == "drop" and root != summary.file_index:
             dropped.append(Duplicate(summary.source_path, summary_by_index[root].source_path))
             continue

@@ -99,9 +99,8 @@ def stretch_hashes(abc: str) -> np.ndarray:
 def sketch_tune(midi: bytes, abc: str) -> TuneSketch:
     voices = [interval_shingles(pitches) for pitches in voice_pitches(midi)]
     compared = [shingles for shingles in voices if len(shingles) >= MIN_VOICE_SHINGLES]
-    signatures = np.stack([_minhash(shingles=s).hashvalues for s in compared]) if compared else np.zeros((0, NUM_PERM),
-                                                                                                  np.uint64)
-    return TuneSketch(signatures.astype(np.uint64), stretch_hashes(abc))
+    signatures = [_minhash(shingles=s).hashvalues for s in compared]
+    return TuneSketch(np.stack(signatures) if signatures else np.zeros((0, NUM_PERM), np.uint64), stretch_hashes(abc))
 
 
 class _Components:

@@ -133,23 +133,19 @@ def _write_rejected(path: Path, summaries: list[FileSummary], selection: Selecti
                                        "detail": f"a version of the same piece as {version.duplicate_of}"}) + "\n")
 
 
-def _write_groups(path: Path, summaries: list[FileSummary], selection: Selection) -> None:
+def _write_groups(path: Path, summaries: list[FileSummary], selection: Selection, groups: list[list[int]]) -> None:
     """One line per group of two or more versions: its tunes (the kept one first) and its split."""
-    if selection.grouping is None:
-        path.write_text("")
-        return
     path_of = {s.file_index: s.source_path for s in summaries}
-    with open(path, "w") as groups:
-        for members in selection.grouping.groups():
-            groups.write(json.dumps({"split": selection.split_by_index[members[0]],
-                                     "tunes": [path_of[i] for i in members]}) + "\n")
+    with open(path, "w") as lines:
+        for members in groups:
+            lines.write(json.dumps({"split": selection.split_by_index[members[0]],
+                                    "tunes": [path_of[i] for i in members]}) + "\n")
 
 
-def near_duplicate_counts(config: NearDuplicateConfig, selection: Selection) -> dict:
+def near_duplicate_counts(config: NearDuplicateConfig, selection: Selection, groups: list[list[int]]) -> dict:
     counts: dict = {"mode": config.mode, "threshold": config.threshold}
     grouping = selection.grouping
     if grouping is not None:
-        groups = grouping.groups()
         counts |= {
             "voices_compared": grouping.voices_compared,
             "tunes_without_voices": grouping.tunes_without_voices,
@@ -241,7 +237,8 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
             shutil.rmtree(parts_dir)
             vocab.save(staging / "vocab.json")
             _write_rejected(staging / "rejected.jsonl", summaries, selection)
-            _write_groups(staging / GROUPS_FILE, summaries, selection)
+            groups = selection.grouping.groups() if selection.grouping else []
+            _write_groups(staging / GROUPS_FILE, summaries, selection, groups)
             outcomes = _count_outcomes(summaries)
             test_validity = judge_split(staging / "test", VALIDITY_SAMPLE)
             manifest = {
@@ -260,7 +257,7 @@ def prepare(config: PrepareConfig, log: Callable[[str], None] = print) -> dict:
                 **outcomes,
                 "tunes_after_cleaning": sum(s.status == "ok" for s in summaries),
                 "duplicates": len(selection.duplicates),
-                "near_duplicates": near_duplicate_counts(config.near_duplicates, selection),
+                "near_duplicates": near_duplicate_counts(config.near_duplicates, selection, groups),
                 "tunes": len(selection.split_by_index),
                 "splits": splits,
                 "contamination": {"measure": CONTAMINATION_MEASURE} | contamination,

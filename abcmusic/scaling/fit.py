@@ -54,7 +54,7 @@ class ScalingFit:
 
     def to_dict(self) -> dict:
         """Plain JSON types; nan and inf become None so that strict JSON parsers accept the result."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass(frozen=True)
@@ -270,9 +270,12 @@ def _bootstrap_alphas(fit: Callable[[np.ndarray, np.ndarray], _Params], log_n: n
     return np.asarray(alphas)
 
 
-def _json_safe(value: object) -> object:
+def json_safe(value: object) -> object:
+    """Plain JSON types: nan and inf become None, numpy numbers Python ones."""
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
     if isinstance(value, bool) or value is None or isinstance(value, (str, int)):
         return value
     if isinstance(value, (float, np.floating)):

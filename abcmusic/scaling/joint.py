@@ -17,8 +17,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 from scipy.optimize import minimize
-
 from threadpoolctl import threadpool_limits
+
+from abcmusic.scaling.fit import json_safe
 
 MIN_POINTS = 5
 HUBER_DELTA = 1e-3
@@ -95,17 +96,17 @@ class JointFit:
 
     def to_dict(self) -> dict:
         """Plain JSON types without the bootstrap solutions; nan and inf become None."""
-        return {
-            "params": {name: _finite_or_none(getattr(self.params, name)) for name in PARAM_NAMES},
+        return json_safe({
+            "params": {name: getattr(self.params, name) for name in PARAM_NAMES},
             "intervals": {interval.name: _interval_dict(interval) for interval in self.intervals},
             "n_points": self.n_points,
-            "huber_objective": _finite_or_none(self.huber_objective),
+            "huber_objective": self.huber_objective,
             "huber_delta": self.huber_delta,
             "converged": self.converged,
             "n_starts": self.n_starts,
             "n_starts_converged": self.n_starts_converged,
             "n_bootstrap_used": self.n_bootstrap_used,
-        }
+        })
 
 
 @dataclass(frozen=True)
@@ -147,15 +148,14 @@ class AllocationSummary:
     budgets: tuple[BudgetAllocation, ...]
 
     def to_dict(self) -> dict:
-        return {
-            "g": _finite_or_none(self.optimal.g),
+        return json_safe({
+            "g": self.optimal.g,
             "n_exponent": _interval_dict(self.n_exponent),
             "d_exponent": _interval_dict(self.d_exponent),
-            "budgets": [{"flop": budget.flop, "n_opt": _finite_or_none(budget.n_opt),
-                         "d_opt": _finite_or_none(budget.d_opt),
+            "budgets": [{"flop": budget.flop, "n_opt": budget.n_opt, "d_opt": budget.d_opt,
                          "tokens_per_parameter": _interval_dict(budget.tokens_per_parameter)}
                         for budget in self.budgets],
-        }
+        })
 
 
 def fit_joint(n: np.ndarray, d: np.ndarray, loss: np.ndarray, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0,
@@ -355,13 +355,10 @@ def _interval(name: str, estimate: float, samples: list[float]) -> ParamInterval
 
 
 def _interval_dict(interval: ParamInterval) -> dict:
-    return {"estimate": _finite_or_none(interval.estimate), "ci_low": _finite_or_none(interval.ci_low),
-            "ci_high": _finite_or_none(interval.ci_high), "std_error": _finite_or_none(interval.std_error)}
+    return {"estimate": interval.estimate, "ci_low": interval.ci_low, "ci_high": interval.ci_high,
+            "std_error": interval.std_error}
 
 
 def _scalar_or_array(values: np.ndarray) -> float | np.ndarray:
     return float(values) if np.ndim(values) == 0 else values
 
-
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if math.isfinite(value) else None
