@@ -69,6 +69,15 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert 0 < metrics["test_loss_se"] < 0.1 * metrics["test_loss"]
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
+        # tiny.yaml's wsd schedule: a cooldown branch at half the budget and the run's own end, each a cell
+        assert params["schedule"] == "wsd" and params["budgets"] == f"{19 * 512},{39 * 512}"
+        cells = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"cell/{key}")]
+                 for key in ("val_loss", "test_loss", "tokens", "flops", "epochs")}
+        assert [step for step, _ in cells["val_loss"]] == [19 * 512, 39 * 512]
+        assert cells["val_loss"][1][1] == metrics["final_val_loss"] < cells["val_loss"][0][1]
+        assert cells["flops"][1][1] == pytest.approx(2 * cells["flops"][0][1], rel=0.06)
+        assert 0 < cells["epochs"][0][1] < cells["epochs"][1][1] < 1
+        assert metrics["tokens_trained"] == (39 + 19 - 15) * 512  # the run and the branch's cooldown
         assert [m.step for m in history] == sorted(m.step for m in history)
 
         model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(workdir / "dl" / name)))
@@ -197,6 +206,13 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     assert finished_before, "no trial finished before the kill"
     assert len(finished_before) < len(TINY_TRIALS), "the sweep finished before the kill: nothing to resume"
 
+    # The cells each trial's newest checkpoint counts as done: the resumed sweep must not train them again.
+    done_before: dict[str, int] = {}
+    for state_path in bucket.glob("r1-*/checkpoint_*/state.pt"):
+        trial = state_path.parent.parent.name.removeprefix("r1-")
+        cells_done = int(torch.load(state_path, weights_only=True).get("cells_done", 0))
+        done_before[trial] = max(done_before.get(trial, 0), cells_done)
+
     resumed = run_cli("sweep.py", "--experiment", "tiny", "--resume", "r1", "--storage", storage, cwd=workdir)
     assert resumed.returncode == 0, (resumed.stdout[-3000:], resumed.stderr[-3000:])
     runs, client = mlflow_runs(workdir, "r1")
@@ -206,6 +222,12 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     for name, run_id in finished_before.items():
         # a rerun would have logged the final metrics a second time
         assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"
+    for run in trials:
+        name = run.info.run_name
+        cell_tokens = [int(tokens) for tokens in run.data.params["budgets"].split(",")]
+        rerun = [tokens for tokens in cell_tokens[:done_before.get(name, 0)]
+                 if f"[{name}] cell {tokens:,} tokens" in resumed.stdout]
+        assert not rerun, f"{name}: cells {rerun} finished before the kill were trained again"
     for run in trials:
         # An interrupted trial replays the steps after its checkpoint: each point is still logged once.
         for key in ("tokens_seen", "train_loss", "val_loss"):

@@ -213,3 +213,74 @@ def test_compile_without_a_compiler_fails_before_the_first_step_and_names_it(tmp
 def test_compile_must_be_a_boolean():
     with pytest.raises(ValueError, match="compile must be true or false"):
         config(compile="yes").validate()
+
+
+def wsd(**overrides) -> TrainConfig:
+    return config(**({"tokens": 16 * 8 * 100, "schedule": "wsd", "budgets": (0.25, 0.5), "warmup_fraction": 0.1,
+                      "eval_points": 3, "checkpoints": 2} | overrides))
+
+
+def test_wsd_is_constant_after_warmup_and_each_cell_cools_down_over_its_last_fifth():
+    c = wsd(cooldown_shape="linear", lr=1e-3, min_lr_fraction=0.1)
+    assert [(cell.steps, cell.cooldown_start, cell.tokens) for cell in c.cells()] == [
+        (25, 20, 25 * 128), (50, 40, 50 * 128), (100, 80, 100 * 128)]
+    assert c.lr_at(0) == pytest.approx(1e-4) and c.lr_at(9) == pytest.approx(1e-3)
+    assert {c.lr_at(s) for s in range(10, 80)} == {1e-3}
+    assert c.lr_at(99) == pytest.approx(1e-4)
+    first = c.cells()[0]
+    assert [c.cooldown_lr(first, s) for s in (19, 20, 24)] == pytest.approx([1e-3, 1e-3 - 0.9e-3 / 5, 1e-4])
+    sqrt_shape = wsd(lr=1e-3, min_lr_fraction=0.0)
+    assert sqrt_shape.cooldown_lr(first, 20) == pytest.approx(1e-3 * (1 - 0.2 ** 0.5))
+    assert [cell.tokens for cell in wsd(budgets=(3200, 0.5, 1.0)).cells()] == [3200, 6400, 12800]
+    assert config().cells()[0].cooldown_start == config().steps  # cosine: one cell, the run's end
+
+
+def test_wsd_settings_are_validated():
+    with pytest.raises(ValueError, match="schedule"):
+        config(schedule="step").validate()
+    with pytest.raises(ValueError, match="budgets need schedule: wsd"):
+        config(budgets=(0.5,)).validate()
+    with pytest.raises(ValueError, match="budget 2e\\+06"):
+        wsd(budgets=(2e6,)).validate()
+    with pytest.raises(ValueError, match="no room for warm-up"):
+        wsd(budgets=(0.05,)).validate()
+    with pytest.raises(ValueError, match="early stopping"):
+        wsd(early_stopping_patience=2).validate()
+
+
+def test_a_branch_equals_a_run_trained_to_its_budget_and_leaves_the_main_run_unchanged():
+    cells = []
+    branched_model = tiny_gpt()
+    branched = train(branched_model, pattern_stream(), pattern_stream(), wsd(), lambda m, s: None,
+                     report_cell=lambda m, s: cells.append(m))
+    assert [m["cell/tokens"] for m in cells] == [25 * 128, 50 * 128]
+    assert branched["cell/tokens"] == 100 * 128 and branched["tokens_seen"] == 100 * 128
+    assert branched["tokens_trained"] == (100 + 5 + 10) * 128
+
+    # The same schedule trained to the second budget alone (the same warm-up steps, 10): the branch's cell.
+    alone = train(tiny_gpt(), pattern_stream(), pattern_stream(),
+                  wsd(tokens=50 * 128, budgets=(), warmup_fraction=0.2), lambda m, s: None)
+    assert alone["cell/val_loss"] == pytest.approx(cells[1]["cell/val_loss"], rel=1e-5)
+
+    # Without branches the main run is the same run: every branch restores the state it started from.
+    plain_model = tiny_gpt()
+    plain = train(plain_model, pattern_stream(), pattern_stream(), wsd(budgets=()), lambda m, s: None)
+    assert plain["cell/val_loss"] == pytest.approx(branched["cell/val_loss"], rel=1e-5)
+    for a, b in zip(plain_model.state_dict().values(), branched_model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_a_run_resumed_after_a_cell_never_repeats_it_and_ends_as_the_uninterrupted_run():
+    straight = train(tiny_gpt(), pattern_stream(), pattern_stream(), wsd(), lambda m, s: None)
+    saved = []
+    train(tiny_gpt(), pattern_stream(), pattern_stream(), wsd(), lambda m, s: None,
+          report_cell=lambda m, s: saved.append((m, copy.deepcopy(s))))
+    first_cell, after_first = saved[0]
+    assert after_first["cells_done"] == 1 and after_first["step"] == 20  # the branch point, the cell done
+
+    cells_after_resume = []
+    resumed = train(tiny_gpt(seed=7), pattern_stream(), pattern_stream(), wsd(), lambda m, s: None,
+                    resume_state=after_first, report_cell=lambda m, s: cells_after_resume.append(m))
+    assert [m["cell/tokens"] for m in cells_after_resume] == [50 * 128]
+    assert resumed["cell/val_loss"] == pytest.approx(straight["cell/val_loss"], rel=1e-5)
+    assert resumed["tokens_trained"] == (80 + 10) * 128  # from step 20: the rest of the run and one branch

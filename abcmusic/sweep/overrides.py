@@ -18,6 +18,9 @@ SPEC_FLAGS: dict[str, tuple[str, str]] = {
     "seeds": ("seeds", "seeds per size"),
     "lr": ("train.lrs", "learning rates to try per size, comma-separated (e.g. 3e-4,1e-3); replaces the ones the "
                         "experiment gives each architecture"),
+    "schedule": ("train.loop.schedule", "learning-rate schedule: cosine (one cell per trial) or wsd (warmup-stable-"
+                                        "decay: a cooldown branch and a cell per budget)"),
+    "budgets": ("train.loop.budgets", "wsd cell budgets, comma-separated: fractions of --tokens or token counts"),
     "workers-per-trial": ("resources.workers_per_trial", "Ray Train workers per trial (DDP when > 1)"),
     "cpus-per-worker": ("resources.cpus_per_worker", "CPUs (torch threads) per worker"),
     "gpus-per-trial": ("resources.gpus_per_trial", "GPUs per trial (default: one per worker if present)"),
@@ -41,6 +44,8 @@ def add_spec_flags(parser: argparse.ArgumentParser) -> None:
         kind = typing.get_origin(annotation)
         if kind is dict:
             parser.add_argument(f"--{flag}", action="append", metavar="NAME=AMOUNT", help=help_text)
+        elif kind is typing.Literal:
+            parser.add_argument(f"--{flag}", choices=typing.get_args(annotation), help=help_text)
         elif kind is tuple:
             parser.add_argument(f"--{flag}", metavar="X,Y,...", help=help_text)
         else:

@@ -36,8 +36,9 @@ class PlannedTrial:
     trial: Trial
     params_total: int
     params_non_embedding: int
-    tokens: int
-    flops: float
+    tokens: int  # the largest budget
+    cells: int
+    flops: float  # training FLOPs of every step the trial runs, cooldown branches included
 
 
 def model_config(trial: Trial, vocab_size: int, context: int, dropout: float):
@@ -66,9 +67,9 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
         except (ValueError, TypeError) as error:
             raise UserError(f"{trial.arch} size {trial.size}: {error}") from None
         counts = architecture.param_counts(config)
-        tokens = spec.train.loop.tokens
-        planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, tokens,
-                                    architecture.flops_per_token(config) * tokens))
+        loop = spec.train.loop
+        planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, loop.tokens, len(loop.cells()),
+                                    architecture.flops_per_token(config) * loop.trained_tokens))
     return planned
 
 
@@ -91,12 +92,12 @@ def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
 
 
 def describe_plan(planned: list[PlannedTrial], resources: TrialResources) -> str:
-    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'train FLOPs':>12}  {'precision':<13} "
-             f"resources"]
+    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'cells':>5} {'train FLOPs':>12}  "
+             f"{'precision':<13} resources"]
     for p in planned:
         precision = p.trial.precision + ("+compile" if p.trial.compile else "")
         lines.append(f"{p.trial.key:<28} {p.params_total:>12,} {p.params_non_embedding:>12,} {p.tokens:>12,} "
-                     f"{p.flops:>12.3g}  {precision:<13} {resources.workers} worker(s) x "
+                     f"{p.cells:>5} {p.flops:>12.3g}  {precision:<13} {resources.workers} worker(s) x "
                      f"{resources.cpus_per_worker} CPU"
                      + (f" + {resources.gpus_per_worker} GPU" if resources.gpus_per_worker else ""))
     lines.append(f"{len(planned)} trials, {sum(p.flops for p in planned):.3g} training FLOPs in all")
@@ -168,5 +169,7 @@ def trial_record(planned: PlannedTrial, spec: SweepSpec, data_location: str, dat
         precision=trial.precision, compile=trial.compile, dropout=spec.train.dropout,
         dataset=data_location, dataset_hash=dataset_hash, spec_hash=spec_hash(spec),
         workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,
-        gpus_per_worker=resources.gpus_per_worker,
+        gpus_per_worker=resources.gpus_per_worker, schedule=loop.schedule,
+        budgets=",".join(str(cell.tokens) for cell in loop.cells()),
+        cooldown_fraction=loop.cooldown_fraction if loop.schedule == "wsd" else 0.0,
     )

@@ -117,7 +117,7 @@ def _construct(cls, values: dict[str, Any], where: str):
         raise UserError(f"{where}: {first_line(error)}") from None
 
 
-def _learning_rates(value: Any) -> tuple[float, ...]:
+def _floats(value: Any) -> tuple[float, ...]:
     return tuple(float(v) for v in (value if isinstance(value, list) else [value]))
 
 
@@ -126,14 +126,17 @@ def _train_spec(data: Any, where: str) -> TrainSpec:
     _check_keys(data, shared + ["lrs", "dropout"], _required(TrainConfig), where)
     extra = {name: data[name] for name in ("dropout",) if name in data}
     if "lrs" in data:
-        extra["lrs"] = _learning_rates(data["lrs"])
-    loop = _construct(TrainConfig, {k: v for k, v in data.items() if k in shared}, where)
+        extra["lrs"] = _floats(data["lrs"])
+    values = {k: v for k, v in data.items() if k in shared}
+    if "budgets" in values:
+        values["budgets"] = _floats(values["budgets"])  # a list in YAML; a tuple in the frozen config
+    loop = _construct(TrainConfig, values, where)
     return _construct(TrainSpec, {"loop": loop, **extra}, where)
 
 
 def _arch_spec(data: Any, where: str) -> ArchSpec:
     _check_keys(data, [f.name for f in dataclasses.fields(ArchSpec)], _required(ArchSpec), where)
-    return _construct(ArchSpec, data | ({"lrs": _learning_rates(data["lrs"])} if "lrs" in data else {}), where)
+    return _construct(ArchSpec, data | ({"lrs": _floats(data["lrs"])} if "lrs" in data else {}), where)
 
 
 def spec_from_mapping(data: Any, where: str) -> SweepSpec:

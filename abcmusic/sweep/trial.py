@@ -22,7 +22,7 @@ from abcmusic.sweep.mlflow_relay import get_relay
 from abcmusic.sweep.plan import TrialResources, model_config
 from abcmusic.sweep.spec import Trial
 from abcmusic.tracking.trial_record import TrialRecord
-from abcmusic.train.config import TrainConfig
+from abcmusic.train.config import CellPlan, TrainConfig
 from abcmusic.train.loop import evaluate_split, train
 from abcmusic.train.throughput import measure_peak_flops
 
@@ -58,6 +58,11 @@ def progress_line(trial: Trial, metrics: dict[str, Any], budget: int) -> str:
     val = f" val {metrics['val_loss']:.4f}" if "val_loss" in metrics else ""
     return (f"[{trial.key}] {metrics['tokens_seen']:,}/{budget:,} tokens  train {metrics['train_loss']:.4f}{val}"
             f"  {metrics['tokens_per_s']:,.0f} tokens/s")
+
+
+def cell_line(trial: Trial, metrics: dict[str, Any]) -> str:
+    return (f"[{trial.key}] cell {int(metrics['cell/tokens']):,} tokens  val {metrics['cell/val_loss']:.4f}"
+            f"  test {metrics['cell/test_loss']:.4f}  ({metrics['cell/epochs']:.3g} epochs)")
 
 
 def train_worker(worker_job: WorkerJob) -> None:
@@ -99,36 +104,56 @@ def train_worker(worker_job: WorkerJob) -> None:
             resumed_at = int(resume_state["step"]) * train_config.tokens_per_step
             relay.log_metrics.remote(run_id, {"resumed_at_tokens": resumed_at}, step=resumed_at)
 
-    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
-        if relay is not None:
-            relay.log_metrics.remote(run_id, metrics, step=metrics["tokens_seen"])
-            print(progress_line(trial, metrics, train_config.tokens), flush=True)
-        if state is None:
-            # Progress and evaluations go to MLflow and the console only: a ray.train.report blocks until Ray
-            # Train's controller polls (~0.2 s), so it is kept for checkpoints and the final metrics.
-            return
+    def save_checkpoint(metrics: dict[str, Any], state: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             if rank == 0:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
+    def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        if relay is not None:
+            relay.log_metrics.remote(run_id, metrics, step=metrics["tokens_seen"])
+            print(progress_line(trial, metrics, train_config.tokens), flush=True)
+        if state is not None:
+            # Progress and evaluations go to MLflow and the console only: a ray.train.report blocks until Ray
+            # Train's controller polls (~0.2 s), so it is kept for checkpoints and the final metrics.
+            save_checkpoint(metrics, state)
+
+    def report_cell(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
+        # A branch's cell, logged at its own token count; its checkpoint (the run's state at the branch point, with
+        # the cell counted as done) is what a lost worker or a restarted sweep resumes from.
+        if relay is not None:
+            relay.log_metrics.remote(run_id, metrics, step=int(metrics["cell/tokens"]))
+            print(cell_line(trial, metrics), flush=True)
+        save_checkpoint(metrics, state)
+
+    flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
+
+    def evaluate_cell(cell_model: torch.nn.Module, cell: CellPlan) -> dict[str, float]:
+        # The whole validation and test splits: a few fixed batches have a sampling error as large as the
+        # differences between neighbouring sizes.
+        val, test = (evaluate_split(cell_model, streams[split], train_config.context,
+                                    train_config.micro_batch(world_size), device, train_config.precision)
+                     for split in ("val", "test"))
+        return {"cell/val_loss": val.loss, "cell/val_loss_se": val.standard_error, "cell/val_tokens": val.tokens,
+                "cell/test_loss": test.loss, "cell/test_loss_se": test.standard_error,
+                "cell/test_tokens": test.tokens, "cell/flops": flops_per_token * cell.tokens,
+                "cell/epochs": cell.tokens / train_tokens}
+
+    train_tokens = len(streams["train"])
     training_called = time.time()
     wait_seconds = resource_wait_seconds()
     final = train(model, streams["train"], streams["val"], train_config, report, device=device, rank=rank,
-                  world_size=world_size, resume_state=resume_state)
+                  world_size=world_size, resume_state=resume_state, evaluate_cell=evaluate_cell,
+                  report_cell=report_cell)
     # Measured after training, not during start-up, when other trials' start-ups compete for the cores.
     peak_flops = measure_peak_flops(device, train_config.precision)
-    flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
-    # The final losses over the whole validation and test splits: the curve's evaluations use a few fixed batches,
-    # whose sampling error is as large as the differences between neighbouring sizes.
-    eval_started = time.perf_counter()
-    final_val, test = (evaluate_split(model, streams[split], train_config.context,
-                                      train_config.micro_batch(world_size), device, train_config.precision)
-                       for split in ("val", "test"))
-    final_metrics = {"final_val_loss": final_val.loss, "final_val_loss_se": final_val.standard_error,
-                     "final_val_tokens": final_val.tokens, "sampled_val_loss": final["val_loss"],
-                     "test_loss": test.loss, "test_loss_se": test.standard_error, "test_tokens": test.tokens,
-                     "final_eval_seconds": time.perf_counter() - eval_started, "tokens_seen": final["tokens_seen"],
+    # The run's end is its last cell: its whole-split losses are the trial's final losses.
+    final_metrics = {"final_val_loss": final["cell/val_loss"], "final_val_loss_se": final["cell/val_loss_se"],
+                     "final_val_tokens": final["cell/val_tokens"], "sampled_val_loss": final["val_loss"],
+                     "test_loss": final["cell/test_loss"], "test_loss_se": final["cell/test_loss_se"],
+                     "test_tokens": final["cell/test_tokens"], "tokens_seen": final["tokens_seen"],
+                     "tokens_trained": final["tokens_trained"],
                      "tokens_per_s": final["tokens_per_s"], "train_seconds": final["train_seconds"],
                      "eval_seconds": final["eval_seconds"], "report_seconds": final["report_seconds"],
                      # trial start to the first step: Ray, data, model, optimizer

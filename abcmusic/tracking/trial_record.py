@@ -29,6 +29,10 @@ class TrialRecord:
     workers: int
     cpus_per_worker: int
     gpus_per_worker: float
+    # Runs logged before schedules had names were cosine runs with one cell: the defaults read them back.
+    schedule: str = "cosine"
+    budgets: str = ""  # the cells' token counts, comma-separated
+    cooldown_fraction: float = 0.0
 
     def params(self) -> dict[str, str]:
         """MLflow parameters: every field as a string, the model fields flattened beside them."""
@@ -45,6 +49,9 @@ class TrialRecord:
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "model_fields":
+                continue
+            if f.name not in params and f.default is not dataclasses.MISSING:
+                values[f.name] = f.default
                 continue
             raw = params[f.name]
             values[f.name] = {"int": int, "float": float, "bool": lambda text: text == "True"}.get(f.type, str)(raw)
