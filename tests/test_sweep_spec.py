@@ -8,7 +8,8 @@ import os
 import pytest
 
 from abcmusic.errors import UserError
-from abcmusic.scaling.analysis import best_lr_points
+from abcmusic.scaling.analysis import TrialCell, best_lr_cells, largest_budget_points
+from abcmusic.scaling.cell import Cell
 from abcmusic.sweep import driver
 from abcmusic.sweep.plan import (TrialResources, check_compilers, check_splits_fit_context, concurrent_trials, plan,
                                  trial_resources)
@@ -135,13 +136,20 @@ def test_gpu_requests_are_checked_against_the_cluster():
     assert trial_resources(spec, {"CPU": 8}, can_scale_up=True).gpus_per_worker == 1
 
 
-def test_fit_points_use_each_sizes_best_learning_rate_with_all_its_seeds():
-    records = [("gpt", 100, 1e-3, 2.0), ("gpt", 100, 1e-3, 2.2),  # mean 2.1
-               ("gpt", 100, 3e-3, 1.9), ("gpt", 100, 3e-3, 2.1),  # mean 2.0: the best learning rate
-               ("gpt", 1000, 1e-3, 1.5), ("lstm", 100, 1e-3, 2.5)]
-    points = best_lr_points(records)
-    assert sorted(points["gpt"]) == [(100.0, 1.9), (100.0, 2.1), (1000.0, 1.5)]
-    assert points["lstm"] == [(100.0, 2.5)]
+def test_fit_cells_use_each_size_and_budgets_best_learning_rate_with_all_its_seeds():
+    def cell(arch: str, size: str, n: float, d: float, lr: float, loss: float, seed: int = 0) -> TrialCell:
+        return TrialCell(arch, lr, Cell(size=size, n=n, d=d, loss=loss, loss_se=0.01, flops=6 * n * d, epochs=0.5,
+                                        seed=seed))
+
+    cells = [cell("gpt", "s", 100, 1e5, 1e-3, 2.0), cell("gpt", "s", 100, 1e5, 1e-3, 2.2, seed=1),  # mean 2.1
+             cell("gpt", "s", 100, 1e5, 3e-3, 1.9), cell("gpt", "s", 100, 1e5, 3e-3, 2.1, seed=1),  # 2.0: best
+             cell("gpt", "s", 100, 2e5, 1e-3, 1.7), cell("gpt", "s", 100, 2e5, 3e-3, 1.8),  # here 1e-3 wins
+             cell("gpt", "m", 1000, 1e5, 1e-3, 1.5), cell("lstm", "s", 100, 1e5, 1e-3, 2.5)]
+    chosen = best_lr_cells(cells)
+    assert sorted((c.n, c.d, c.loss) for c in chosen["gpt"]) == [(100, 1e5, 1.9), (100, 1e5, 2.1), (100, 2e5, 1.7),
+                                                                  (1000, 1e5, 1.5)]
+    assert [c.loss for c in chosen["lstm"]] == [2.5]
+    assert sorted(largest_budget_points(chosen["gpt"])) == [(100, 1.7)]
 
 
 def test_a_split_shorter_than_one_context_window_is_refused(tmp_path):

@@ -1,74 +1,136 @@
-"""The analysis of a finished (or partly finished) sweep, from its MLflow runs alone: per architecture, the
-points at each size's best learning rate, the power-law fit, its plot, and the sweep's summary run."""
+"""The analysis of a finished (or partly finished) sweep, from its MLflow runs alone: per architecture, the cells
+at each size and budget's best learning rate, the laws fitted to them, their plots, and the sweep's summary run."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from abcmusic.errors import UserError
-from abcmusic.scaling.fit import fit_power_law
+from abcmusic.scaling.cell import Cell
+from abcmusic.scaling.fit import fit_power_law, json_safe
+from abcmusic.scaling.joint import PARAM_NAMES
+from abcmusic.scaling.ladder import analyze_architecture
+from abcmusic.scaling.ladder_plot import plot_frontier, plot_held_out, plot_loss_against_d, plot_loss_against_n
 from abcmusic.scaling.plot import plot_scaling
 from abcmusic.tracking import mlflow_store
 from abcmusic.tracking.trial_record import TrialRecord
 
 
-def run_records(runs: list, convention: str) -> list[tuple[str, float, float, float]]:
-    """(architecture, N, learning rate, final val loss) of every finished trial run that has a final loss."""
-    records = []
-    for run in runs:
-        final_val_loss = run.data.metrics.get("final_val_loss", math.nan)
-        if math.isfinite(final_val_loss):
-            record = TrialRecord.from_params(run.data.params)
-            records.append((record.arch, float(record.n(convention)), record.lr, final_val_loss))
-    return records
+CELL_KEYS = ("val_loss", "val_loss_se", "flops", "epochs")
+# Resamples per joint fit: a sweep's summary fits each architecture 3 times (all cells, and without the largest size
+# and budget), ~0.2 s per resample on a small CPU; 100 keep that under a minute at the demo's size.
+SWEEP_BOOTSTRAP = 100
 
 
-def best_lr_points(records: list[tuple[str, float, float, float]]) -> dict[str, list[tuple[float, float]]]:
-    """Per architecture, (N, loss) of every seed at each size's best learning rate (the lowest mean over seeds)."""
-    losses: dict[tuple[str, float, float], list[float]] = defaultdict(list)
-    for arch, n, lr, loss in records:
-        losses[arch, n, lr].append(loss)
-    best: dict[tuple[str, float], tuple[float, list[float]]] = {}
-    for (arch, n, _lr), seeds in losses.items():
-        mean = statistics.fmean(seeds)
-        if (arch, n) not in best or mean < best[arch, n][0]:
-            best[arch, n] = (mean, seeds)
-    points: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for (arch, n), (_mean, seeds) in sorted(best.items()):
-        points[arch].extend((n, loss) for loss in seeds)
-    return dict(points)
+@dataclass(frozen=True)
+class TrialCell:
+    """A cell with the trial settings that choose among cells: its architecture and learning rate."""
+
+    arch: str
+    lr: float
+    cell: Cell
+
+
+def trial_cells(uri: str, run, convention: str) -> list[TrialCell]:
+    """The cells of one finished trial run, from its `cell/*` metric histories (one value per cell, at the cell's
+    token count). A run logged before trials had cells is one cell: its final loss at its token budget."""
+    record = TrialRecord.from_params(run.data.params)
+    n = float(record.n(convention))
+    client = mlflow_store.client(uri)
+    histories = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"cell/{key}")}
+                 for key in CELL_KEYS}
+    metrics = run.data.metrics
+    if not histories["val_loss"]:
+        final_val_loss = metrics.get("final_val_loss", math.nan)
+        if not math.isfinite(final_val_loss):
+            return []
+        d = metrics.get("tokens_seen", record.tokens)
+        # Such runs logged no FLOPs; their MFU and throughput give the model's FLOPs per token.
+        flops_per_token = (metrics.get("mfu", math.nan) * metrics.get("peak_flops", math.nan) * record.workers
+                           / metrics.get("tokens_per_s", math.nan))
+        histories = {"val_loss": {d: final_val_loss}, "val_loss_se": {d: metrics.get("final_val_loss_se", math.nan)},
+                     "flops": {d: flops_per_token * d}, "epochs": {d: math.nan}}
+    return [TrialCell(record.arch, record.lr,
+                      Cell(size=record.size, n=n, d=float(d), loss=loss,
+                           loss_se=histories["val_loss_se"].get(d, math.nan), flops=histories["flops"].get(d, math.nan),
+                           epochs=histories["epochs"].get(d, math.nan), seed=record.seed))
+            for d, loss in sorted(histories["val_loss"].items())]
+
+
+def best_lr_cells(cells: list[TrialCell]) -> dict[str, list[Cell]]:
+    """Per architecture, the cells of every seed at each (size, budget)'s best learning rate: the lowest mean
+    loss over seeds."""
+    by_setting: dict[tuple[str, str, int, float], list[Cell]] = defaultdict(list)
+    for trial_cell in cells:
+        cell = trial_cell.cell
+        by_setting[trial_cell.arch, cell.size, round(cell.d), trial_cell.lr].append(cell)
+    best: dict[tuple[str, str, int], list[Cell]] = {}
+    for (arch, size, d, _lr), seeds in by_setting.items():
+        if (arch, size, d) not in best or (statistics.fmean(c.loss for c in seeds)
+                                           < statistics.fmean(c.loss for c in best[arch, size, d])):
+            best[arch, size, d] = seeds
+    chosen: dict[str, list[Cell]] = defaultdict(list)
+    for (arch, _size, _d), seeds in sorted(best.items(), key=lambda item: (item[0][0], item[1][0].n, item[0][2])):
+        chosen[arch].extend(seeds)
+    return dict(chosen)
+
+
+def largest_budget_points(cells: list[Cell]) -> list[tuple[float, float]]:
+    """(N, loss) of the cells at the largest budget: the seed study's L(N)."""
+    largest = max(round(cell.d) for cell in cells)
+    return [(cell.n, cell.loss) for cell in cells if round(cell.d) == largest]
 
 
 def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], None] = print) -> dict:
-    """Fit L(N) per architecture from the sweep's finished MLflow runs alone; log a summary run and results/NAME/."""
+    """Fit the sweep's laws from its finished MLflow runs alone; log a summary run and write results/NAME/.
+
+    Per architecture: L(N) at the largest budget (the seed study's fit, in scaling.png) and, where the cells span
+    enough sizes and budgets, the joint law with its held-out predictions, frontier and IsoFLOP profiles."""
     uri = mlflow_store.tracking_uri(project_dir)
     experiment = mlflow_store.client(uri).get_experiment_by_name(name)
     if experiment is None:
         raise UserError(f"no sweep named {name!r} in the MLflow store at {uri}")
     runs = mlflow_store.finished_trial_runs(uri, experiment.experiment_id)
-    points = best_lr_points(run_records(runs, convention))
-    fits, skipped = {}, {}
+    cells = best_lr_cells([cell for run in runs for cell in trial_cells(uri, run, convention)])
+    points = {arch: largest_budget_points(arch_cells) for arch, arch_cells in cells.items()}
+    fits, skipped, laws, not_joint = {}, {}, {}, {}
     for arch, arch_points in points.items():
         try:
             fits[arch] = fit_power_law(arch_points)
         except ValueError as error:
             skipped[arch] = str(error)
+        if len({round(cell.d) for cell in cells[arch]}) < 2:
+            not_joint[arch] = "every size has one token budget: schedule: wsd with budgets gives the cells it needs"
+            continue
+        try:
+            laws[arch] = analyze_architecture(cells[arch], n_bootstrap=SWEEP_BOOTSTRAP)
+        except ValueError as error:
+            not_joint[arch] = str(error)
     out_dir = project_dir / "results" / name
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = {
         "sweep": name, "param_convention": convention, "trials_finished": len(runs),
         "points": {arch: [list(p) for p in pts] for arch, pts in points.items()},
         "fits": {arch: fit.to_dict() for arch, fit in fits.items()}, "not_fitted": skipped,
+        "cells": {arch: [dataclasses.asdict(cell) for cell in arch_cells] for arch, arch_cells in cells.items()},
+        "laws": {arch: law.to_dict() for arch, law in laws.items()}, "joint_not_fitted": not_joint,
     }
-    (out_dir / "fit.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (out_dir / "fit.json").write_text(json.dumps(json_safe(summary), indent=1) + "\n")
     if fits:
         plot_scaling(fits, {a: points[a] for a in fits}, out_dir / "scaling.png",
                      parameter_label=f"{convention.replace('_', '-')} parameters N")
+    for arch, law in laws.items():
+        plot_loss_against_n(law, cells[arch], out_dir / f"{arch}_loss_vs_n.png", title=arch)
+        plot_loss_against_d(law, cells[arch], out_dir / f"{arch}_loss_vs_d.png", title=arch)
+        plot_frontier(law, cells[arch], out_dir / f"{arch}_frontier.png", title=arch)
+        plot_held_out(law, out_dir / f"{arch}_held_out.png", title=arch)
     run_id = mlflow_store.find_or_create_run(uri, experiment.experiment_id, mlflow_store.SUMMARY_KEY,
                                              {"param_convention": convention}, kind="summary")
     metrics = {}
@@ -77,17 +139,33 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
         metrics |= {f"{arch}_alpha": chosen.alpha, f"{arch}_alpha_ci_low": chosen.alpha_ci_low,
                     f"{arch}_alpha_ci_high": chosen.alpha_ci_high, f"{arch}_a": chosen.a, f"{arch}_c": chosen.c,
                     f"{arch}_r2": chosen.r2}
+    for arch, law in laws.items():
+        metrics |= {f"{arch}_joint_{param}": getattr(law.fit.params, param) for param in PARAM_NAMES}
+        for test in law.held_out:
+            if test.cells:
+                worst = max(abs(cell.error_percent) for cell in test.cells)
+                label = test.name.replace(" ", "_")
+                metrics |= {f"{arch}_heldout_{label}_max_abs_error_percent": worst,
+                            f"{arch}_heldout_{label}_inside_fraction": test.n_inside / len(test.cells)}
+    metrics = {key: value for key, value in metrics.items() if math.isfinite(value)}
     if metrics:
         mlflow_store.log_metrics(uri, run_id, metrics, step=0)
     mlflow_store.log_artifacts(uri, run_id, out_dir)
     mlflow_store.finish_run(uri, run_id)
+    for arch, law in laws.items():
+        log(f"{arch}: the law L(N, D) from {law.n_cells} cells")
+        for line in law.report_lines():
+            log(f"  {line}")
+    for arch, reason in not_joint.items():
+        log(f"{arch}: no joint law L(N, D): {reason}")
     for arch, fit in fits.items():
         chosen = fit.chosen_fit
-        log(f"{arch}: L = {chosen.a:.3g} * N^-{chosen.alpha:.4f}" + (f" + {chosen.c:.3f}" if chosen.c else "")
+        log(f"{arch} at the largest budget: L = {chosen.a:.3g} * N^-{chosen.alpha:.4f}"
+            + (f" + {chosen.c:.3f}" if chosen.c else "")
             + f"   alpha 95% CI [{chosen.alpha_ci_low:.4f}, {chosen.alpha_ci_high:.4f}], R^2 {chosen.r2:.3f},"
             f" {fit.chosen} form, {fit.n_sizes} sizes" + ("  (offset near the smallest loss: alpha inflated)"
                                                           if fit.offset_near_min_loss else ""))
     for arch, reason in skipped.items():
         log(f"{arch}: not fitted: {reason}")
-    log(f"fit and plot: {out_dir}/fit.json, {out_dir}/scaling.png; MLflow: mlflow ui --backend-store-uri {uri}")
+    log(f"fit and plots: {out_dir}/fit.json, {out_dir}/*.png; MLflow: mlflow ui --backend-store-uri {uri}")
     return summary

@@ -1,5 +1,6 @@
-"""Predictive distributions of the joint law L(N, D) for cells it was not fitted to: the uncertainty of the
-parameters (the fit's bootstrap resamples) plus the scatter of single cells about the law.
+"""The joint law L(N, D) fitted to cells and asked about others: how every fit of a ladder is made, whether a set
+of cells can carry the law, and predictive distributions for cells it was not fitted to, which combine the
+uncertainty of the parameters (the fit's bootstrap resamples) with the scatter of single cells about the law.
 
 A cell's predicted log-loss is drawn as log L(N, D; θ_b) + σ·t, where θ_b is a bootstrap solution drawn at random
 and t a Student-t variate with the fit's residual degrees of freedom m − 5. σ² is the residual variance
@@ -28,6 +29,8 @@ PREDICTION_PERCENTILES = (2.5, 97.5)
 # levels of N and of D to separate the terms at all.
 MIN_CELLS = len(PARAM_NAMES) + 1
 MIN_LEVELS = 2
+# The law's D term (E, B, β) is only separated from its N term when D takes 3 values, and likewise for N.
+IDENTIFYING_LEVELS = 3
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,18 @@ def too_few_reason(cells: Sequence[Cell]) -> str | None:
     if n_levels < MIN_LEVELS or d_levels < MIN_LEVELS:
         return f"{n_levels} distinct N and {d_levels} distinct D: the law needs at least {MIN_LEVELS} of each"
     return None
+
+
+def identification_warning(cells: Sequence[Cell]) -> str | None:
+    """With 2 levels of D the law's E, B and β meet 2 equations (likewise A, α and E in N), so the fit picks one
+    point of a curve of equally good solutions and its bootstrap intervals understate the uncertainty."""
+    n_levels, d_levels = len(distinct([cell.n for cell in cells])), len(distinct([cell.d for cell in cells]))
+    short = [f"{count} distinct {axis}" for axis, count in (("N", n_levels), ("D", d_levels))
+             if count < IDENTIFYING_LEVELS]
+    if not short:
+        return None
+    return (f"only {' and '.join(short)}: the law's terms are not all identified (each needs "
+            f"{IDENTIFYING_LEVELS} levels), so its extrapolation and intervals are not to be trusted")
 
 
 def scatter_about(fit: JointFit, cells: Sequence[Cell]) -> Scatter:

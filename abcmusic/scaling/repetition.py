@@ -18,8 +18,8 @@ from scipy.optimize import minimize_scalar
 
 from abcmusic.scaling.cell import Cell, columns
 from abcmusic.scaling.joint import JointParams, predict_loss
-from abcmusic.scaling.prediction import (PREDICTION_PERCENTILES, FitSettings, fit_cells, predictive_log_samples,
-                                         scatter_about, too_few_reason)
+from abcmusic.scaling.prediction import (PREDICTION_PERCENTILES, FitSettings, fit_cells, identification_warning,
+                                         predictive_log_samples, scatter_about, too_few_reason)
 
 # R* is searched between worthless repeats (D' ≈ U) and repeats as good as fresh tokens over any realistic count.
 R_STAR_BOUNDS = (1e-2, 1e4)
@@ -96,13 +96,15 @@ def repetition_study(cells: Sequence[Cell], settings: FitSettings) -> Repetition
     unique, repetitions = _unique_and_repetitions(repeated)
     effective = effective_tokens(unique, repetitions, r_star)
     mean_percent = _percent(mean_residual)
+    warning = identification_warning(single)
     verdict = ("worse than the law beyond its noise" if beyond_noise and mean_residual > 0
                else "better than the law beyond its noise" if beyond_noise else "within the law's noise")
     return RepetitionStudy(
         assessed=True,
         message=(f"{len(repeated)} multi-epoch cells are {mean_percent:+.2f}% off the single-epoch law on average, "
                  f"{verdict} (95% band [{_percent(noise_low):+.2f}%, {_percent(noise_high):+.2f}%]); "
-                 f"{_r_star_text(r_star)}"),
+                 f"{_r_star_text(r_star)}, 95% interval [{r_low:.3g}, {r_high:.3g}]"
+                 + (f"; warning: the single-epoch cells have {warning}" if warning else "")),
         n_single_epoch_cells=len(single),
         cells=tuple(RepeatedCell(size=cell.size, n=cell.n, d=cell.d, epochs=cell.epochs, loss=cell.loss,
                                  predicted=float(math.exp(math.log(cell.loss) - residual)),
@@ -142,7 +144,7 @@ def _r_star_text(r_star: float) -> str:
         return "fitted R* at its upper bound: repeated tokens count as fresh ones, no bend"
     if r_star <= R_STAR_BOUNDS[0] * BOUND_FACTOR:
         return "fitted R* at its lower bound: repeated tokens add nothing"
-    return f"fitted R* = {r_star:.3g} (repeated data is worth at most {r_star:.3g}× the unique tokens)"
+    return f"fitted R* = {r_star:.3g}: repeating U unique tokens adds at most {r_star:.3g}·U effective ones"
 
 
 def _percent(log_ratio: float) -> float:

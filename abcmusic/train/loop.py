@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import socket
 import time
 from dataclasses import dataclass
@@ -76,25 +77,37 @@ class SplitLoss:
 def evaluate_split(model: nn.Module, stream: np.ndarray, context: int, batch: int, device: torch.device,
                    precision: Precision) -> SplitLoss:
     """The loss on every token of `stream` that ends a full window of `context` tokens, the windows laid end to
-    end from the start: no sampling, so two models are compared on exactly the same tokens."""
+    end from the start: no sampling, so two models are compared on exactly the same tokens. Under DDP every worker
+    evaluates its share of the windows and all get the whole split's result."""
     starts = np.arange(0, len(stream) - context, context)
     if len(starts) == 0:
         raise ValueError(f"a split of {len(stream)} tokens is too short for context {context}")
-    was_training = model.training
-    model.eval()
-    window_losses = []
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        starts = starts[torch.distributed.get_rank()::torch.distributed.get_world_size()]
+    module = model.module if hasattr(model, "module") else model  # DDP's forward would sync buffers per call
+    was_training = module.training
+    module.eval()
+    # Per window: the mean loss of its tokens; summed with their squares for the mean and its standard error.
+    sums = torch.zeros(3, dtype=torch.float64, device=device)
     with tf32_mode(precision):
         for first in range(0, len(starts), batch):
             x, y = window_batch(stream, starts[first:first + batch], context)
             with autocast(device, precision):
-                logits = model(x.to(device)).logits
+                logits = module(x.to(device)).logits
             token_losses = nn.functional.cross_entropy(logits.float().flatten(0, 1), y.to(device).flatten(),
                                                        reduction="none")
-            window_losses.append(token_losses.view(len(x), context).double().mean(dim=1).cpu())
-    model.train(was_training)
-    losses = torch.cat(window_losses)
-    standard_error = float(losses.std() / len(losses) ** 0.5) if len(losses) > 1 else float("nan")
-    return SplitLoss(float(losses.mean()), standard_error, len(losses) * context, len(losses))
+            window_losses = token_losses.view(len(x), context).double().mean(dim=1)
+            sums += torch.stack([window_losses.sum(), window_losses.square().sum(),
+                                 torch.tensor(float(len(x)), dtype=torch.float64, device=device)])
+    module.train(was_training)
+    if distributed:
+        torch.distributed.all_reduce(sums)
+    total, total_squares, windows = sums.tolist()
+    windows = int(windows)
+    mean = total / windows
+    variance = max(0.0, (total_squares - windows * mean * mean) / (windows - 1)) if windows > 1 else math.nan
+    return SplitLoss(mean, math.sqrt(variance / windows), windows * context, windows)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -220,9 +233,11 @@ def train(
         for branch_step in range(cell.cooldown_start, cell.steps):
             loss_sum, _ = optimizer_step(config.cooldown_lr(cell, branch_step))
         synchronize(device)
-        train_seconds += time.perf_counter() - started
+        cooldown_seconds = time.perf_counter() - started
+        train_seconds += cooldown_seconds
         tokens_trained += (cell.steps - cell.cooldown_start) * config.tokens_per_step
-        cell_metrics = {"cell/train_loss": float(loss_sum) / accumulation} | evaluate_cell_metrics(cell)
+        cell_metrics = ({"cell/train_loss": float(loss_sum) / accumulation, "cell/cooldown_seconds": cooldown_seconds}
+                        | evaluate_cell_metrics(cell))
         raw_model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         generator.set_state(saved["generator"])
