@@ -69,15 +69,15 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert 0 < metrics["test_loss_se"] < 0.1 * metrics["test_loss"]
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
-        # tiny.yaml's wsd schedule: a cooldown branch at half the budget and the run's own end, each a cell
-        assert params["schedule"] == "wsd" and params["budgets"] == f"{19 * 512},{39 * 512}"
+        # tiny.yaml's wsd schedule: cooldown branches at a quarter and half the budget and the run's own end
+        assert params["schedule"] == "wsd" and params["budgets"] == f"{9 * 512},{19 * 512},{39 * 512}"
         cells = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"cell/{key}")]
                  for key in ("val_loss", "test_loss", "tokens", "flops", "epochs")}
-        assert [step for step, _ in cells["val_loss"]] == [19 * 512, 39 * 512]
-        assert cells["val_loss"][1][1] == metrics["final_val_loss"] < cells["val_loss"][0][1]
-        assert cells["flops"][1][1] == pytest.approx(2 * cells["flops"][0][1], rel=0.06)
-        assert 0 < cells["epochs"][0][1] and cells["epochs"][1][1] == pytest.approx(cells["epochs"][0][1] * 39 / 19)
-        assert metrics["tokens_trained"] == (39 + 19 - 15) * 512  # the run and the branch's cooldown
+        assert [step for step, _ in cells["val_loss"]] == [9 * 512, 19 * 512, 39 * 512]
+        assert cells["val_loss"][2][1] == metrics["final_val_loss"] < cells["val_loss"][0][1]
+        assert cells["flops"][2][1] == pytest.approx(39 / 9 * cells["flops"][0][1])
+        assert 0 < cells["epochs"][0][1] and cells["epochs"][2][1] == pytest.approx(cells["epochs"][0][1] * 39 / 9)
+        assert metrics["tokens_trained"] == (39 + (9 - 7) + (19 - 15)) * 512  # the run and the branches' cooldowns
         assert [m.step for m in history] == sorted(m.step for m in history)
 
         model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(workdir / "dl" / name)))
@@ -110,7 +110,16 @@ def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, work
     assert len(summaries) == 1 and "gpt_alpha" in summaries[0].data.metrics
     artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
     assert {"fit.json", "scaling.png"} <= artifacts
-    assert "gpt: L = " in finished_sweep.stdout
+    assert "gpt at the largest budget: L = " in finished_sweep.stdout
+    # 2 GPT sizes x 3 budgets: the joint law's 5 parameters and its scatter just fit, but nothing is left to predict
+    # a held-out size from; the single LSTM size cannot separate N from D.
+    law = fit["laws"]["gpt"]
+    assert law["n_cells"] == 6 and law["fit"]["params"]["beta"] > 0
+    assert [test["name"] for test in law["held_out"]] == ["largest N", "largest D"]
+    assert all("too few" in test["skipped_reason"] for test in law["held_out"])
+    assert "lstm" in fit["joint_not_fitted"]
+    assert {"gpt_loss_vs_n.png", "gpt_loss_vs_d.png", "gpt_frontier.png", "gpt_held_out.png"} <= artifacts
+    assert "gpt: the law L(N, D) from 6 cells" in finished_sweep.stdout
 
 
 def test_analyze_redoes_the_fit_from_mlflow_alone(finished_sweep, workdir):
