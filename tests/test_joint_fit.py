@@ -1,11 +1,14 @@
 """The joint fit L(N, D) = E + A/N^α + B/D^β: recovery of known laws, the Chinchilla replication's estimates,
-the compute-optimal allocation, and `python -m abcmusic.scaling` end to end."""
+the compute-optimal allocation, and `python -m abcmusic.scaling` end to end, with and without a ladder."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +17,8 @@ import pytest
 
 from abcmusic.cli import run_cli
 from abcmusic.scaling.__main__ import PROGRAM, main
-from abcmusic.scaling.joint import (PARAM_NAMES, JointParams, compute_optimal, drop_highest_losses, fit_joint,
-                                    predict_loss, summarize_allocation)
+from abcmusic.scaling.joint import (PARAM_NAMES, JointParams, compute_optimal, derived_interval, drop_highest_losses,
+                                    fit_joint, predict_loss, summarize_allocation)
 from abcmusic.testing import SHARED_DATA, cli_env
 
 TRUE = JointParams(E=1.7, A=400.0, B=1500.0, alpha=0.34, beta=0.28)
@@ -114,6 +117,24 @@ def test_compute_optimal_is_undefined_without_positive_exponents() -> None:
     assert np.isnan(optimal.n_exponent) and np.isnan(optimal.n_opt(1e21))
 
 
+def test_degenerate_resamples_leave_the_intervals_finite_and_quiet() -> None:
+    # Resamples of few points can overflow A or B to inf, underflow them to 0, or reach values whose squares
+    # overflow; their derived quantities are left out of the intervals, without numpy warnings.
+    fit = fit_joint(*synthetic_runs(noise=0.005), n_bootstrap=5)
+    degenerate = (JointParams(E=1.7, A=math.inf, B=1500.0, alpha=0.34, beta=0.28),
+                  JointParams(E=1.7, A=400.0, B=0.0, alpha=0.34, beta=0.28),
+                  JointParams(E=1.7, A=1e300, B=1e-300, alpha=0.01, beta=0.01))
+    widened = dataclasses.replace(fit, bootstrap_params=fit.bootstrap_params + degenerate)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        allocation = summarize_allocation(widened)
+        a_interval = derived_interval(widened, "A", lambda params: params.A)
+    for interval in (allocation.n_exponent, *(budget.tokens_per_parameter for budget in allocation.budgets)):
+        assert math.isfinite(interval.ci_low) and math.isfinite(interval.ci_high), interval
+    # A's finite values are 6 near 400 and one 1e300, whose sample standard deviation is 1e300/√7.
+    assert a_interval.std_error == pytest.approx(1e300 / math.sqrt(7), rel=1e-9)
+
+
 def test_fit_rejects_bad_points() -> None:
     n, d, loss = synthetic_runs(noise=0.0)
     with pytest.raises(ValueError, match="at least 5"):
@@ -139,10 +160,57 @@ def test_cli_fits_the_chinchilla_csv(tmp_path: Path) -> None:
     for name, expected in {"E": 1.817, "A": 477.8, "B": 2143, "alpha": 0.3473, "beta": 0.3672}.items():
         assert float(rows[name][1]) == pytest.approx(expected, rel=1e-3), name
     assert "240 of the 245 runs" in result.stdout and "1e+23" in rows
+    # Every run has its own token count: not a ladder, so the tool says so rather than print a line per run.
+    assert result.stdout.splitlines()[-2].startswith("ladder analysis not run: 240 distinct token counts")
     written = json.loads(out.read_text())
     assert written["fit"]["params"]["E"] == pytest.approx(1.817, abs=0.001)
     assert written["fit"]["n_bootstrap_used"] == N_BOOTSTRAP
     assert [budget["flop"] for budget in written["compute_optimal"]["budgets"]] == [1e21, 1e23, 1e25]
+    assert written["ladder"] is None and written["ladder_not_run"].startswith("240 distinct token counts")
+
+
+def write_ladder_csv(path: Path) -> None:
+    """5 sizes × 4 budgets of TRUE with 0.3% noise, FLOPs 6.5·N·D, the largest budget at 2 epochs."""
+    rng = np.random.default_rng(0)
+    rows = ["size,N,D,F,epochs,loss"]
+    for index, n in enumerate(np.geomspace(5e7, 1e10, 5)):
+        for epochs, d in zip((0.125, 0.25, 0.5, 2.0), np.geomspace(1e9, 3e11, 4)):
+            loss = predict_loss(TRUE, n, d) * math.exp(0.003 * rng.standard_normal())
+            rows.append(f"m{index},{n:.6g},{d:.6g},{6.5 * n * d:.6g},{epochs},{loss:.6f}")
+    path.write_text("\n".join(rows) + "\n")
+
+
+def test_cli_runs_the_ladder_analysis_on_a_ladder(tmp_path: Path) -> None:
+    write_ladder_csv(tmp_path / "ladder.csv")
+    out = tmp_path / "fit.json"
+    result = run_module("ladder.csv", "--size-col", "size", "--d-col", "D", "--flops-col", "F", "--epochs-col",
+                        "epochs", "--bootstrap", "10", "--starts", "5", "--json", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    # The joint fit's report first, then the ladder's, held-out predictions first.
+    assert lines[0].startswith("L(N, D) = E + A/N^alpha + B/D^beta fitted to 20 of the 20 runs in ladder.csv; "
+                               "D: column 'D'")
+    start = lines.index("ladder analysis of the 20 runs (5 sizes from column 'size', 4 budgets; FLOP: column 'F'):")
+    assert lines[start + 1].startswith("  held-out predictions")
+    assert lines[start + 2].startswith("    largest N (1e+10) from 16 cells") and "of 4 inside" in lines[start + 2]
+    assert lines[start + 7].endswith("(2 epochs)")
+    written = json.loads(out.read_text())
+    ladder = written["ladder"]
+    assert written["ladder_not_run"] is None and written["input"]["size_source"] == "column 'size'"
+    assert ladder["n_cells"] == 20 and ladder["n_sizes"] == 5 and len(ladder["budgets"]) == 4
+    assert [test["name"] for test in ladder["held_out"]] == ["largest N", "largest D"]
+    assert all(test["has_intervals"] for test in ladder["held_out"])
+    assert ladder["frontier"]["flops_per_parameter_token"] == pytest.approx(6.5, rel=1e-5)
+    assert ladder["fit"]["params"] == pytest.approx(written["fit"]["params"], rel=1e-9)
+    assert ladder["repetition"]["assessed"] and len(ladder["repetition"]["cells"]) == 5
+
+
+def test_cli_ladder_can_be_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    capsys: pytest.CaptureFixture) -> None:
+    write_ladder_csv(tmp_path / "ladder.csv")
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(PROGRAM, main, ["ladder.csv", "--bootstrap", "0", "--starts", "3", "--no-ladder"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ladder analysis not run: --no-ladder"
 
 
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
@@ -158,7 +226,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path: Path) -> None:
     (["runs.csv", "--drop-highest", "2"], "needs at least 5"),
     (["bad.csv"], "must be positive"),
     (["text.csv"], "non-numeric"),
-    (["runs.csv", "--d-col", "D", "--flops-col", "F"], "not both"),
+    (["runs.csv", "--size-col", "size"], "runs.csv has no column 'size'"),
+    (["sizes.csv", "--size-col", "size"], "size 'a' of column 'size' has N 1e+08 in data row 1 and 2e+08 in data "
+                                          "row 2"),
+    (["sizes.csv", "--size-col", "blank"], "column 'blank' has 1 empty values (the first in data row 2)"),
+    (["sizes.csv", "--epochs-col", "epochs"], "column 'epochs' must be positive; data row 3 has 0"),
     (["runs.csv", "--json", "no-such-folder/fit.json"], "folder does not exist"),
 ])
 def test_cli_rejects_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -167,6 +239,8 @@ def test_cli_rejects_bad_input_in_one_line(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "runs.csv").write_text("N,D,loss\n" + "".join(f"{i}e8,{i}e9,{4 - i / 4}\n" for i in range(1, 7)))
     (tmp_path / "bad.csv").write_text("N,D,loss\n1e8,1e9,3\n2e8,0,3\n")
     (tmp_path / "text.csv").write_text("N,D,loss\n1e8,1e9,3\n2e8,n/a,3\n")
+    (tmp_path / "sizes.csv").write_text("N,D,loss,size,blank,epochs\n1e8,1e9,3,a,x,1\n2e8,1e9,3,a,,1\n"
+                                        "3e8,1e9,3,b,y,0\n")
     monkeypatch.chdir(tmp_path)
     assert run_cli(PROGRAM, main, args) == 2
     captured = capsys.readouterr()

@@ -15,8 +15,9 @@ EPOCH_TOLERANCE = 1e-6
 @dataclass(frozen=True)
 class Cell:
     """One (N, D) point of a trial at the best learning rate for its size and budget. `loss` is the final validation
-    loss over the whole split and `loss_se` its standard error (nan when unknown); `flops` is the training FLOPs of
-    the cell (the model's per-token FLOPs times d) and `epochs` is d over the unique training tokens."""
+    loss over the whole split and `loss_se` its standard error (nan when unknown), reported but not used by the fits:
+    every cell shares the split, and with it most of that error. `flops` is the training FLOPs of the cell (the
+    model's per-token FLOPs times d) and `epochs` is d over the unique training tokens."""
 
     size: str
     n: float
@@ -36,11 +37,6 @@ class Cell:
     def unique_tokens(self) -> float:
         """Distinct training tokens the cell saw: all of d up to one epoch, the whole training split beyond."""
         return self.d / max(self.epochs, 1.0)
-
-    @property
-    def relative_se(self) -> float:
-        """The loss's standard error relative to the loss, which is its standard error in log-loss; nan unknown."""
-        return self.loss_se / self.loss if math.isfinite(self.loss_se) and self.loss_se >= 0 else math.nan
 
 
 def check_cells(cells: Sequence[Cell]) -> None:

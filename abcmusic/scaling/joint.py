@@ -208,15 +208,15 @@ def predict_loss(params: JointParams, n: float | np.ndarray, d: float | np.ndarr
 
 
 def compute_optimal(params: JointParams) -> ComputeOptimal:
-    """All nan unless α > 0 and β > 0: otherwise the loss does not fall in N or D and no budget has an optimum."""
+    """All nan unless α > 0 and β > 0: otherwise the loss does not fall in N or D and no budget has an optimum.
+    A solution whose A or B overflowed to inf or underflowed to 0 has an infinite, zero or nan g."""
     if not (params.alpha > 0 and params.beta > 0):
         return ComputeOptimal(n_exponent=math.nan, d_exponent=math.nan, g=math.nan)
     exponent_sum = params.alpha + params.beta
-    return ComputeOptimal(
-        n_exponent=params.beta / exponent_sum,
-        d_exponent=params.alpha / exponent_sum,
-        g=(params.alpha * params.A / (params.beta * params.B)) ** (1.0 / exponent_sum),
-    )
+    # In numpy rather than Python floats, whose division by 0 and overflowing powers raise instead of giving inf.
+    with np.errstate(all="ignore"):
+        g = np.power(np.float64(params.alpha) * params.A / (np.float64(params.beta) * params.B), 1.0 / exponent_sum)
+    return ComputeOptimal(n_exponent=params.beta / exponent_sum, d_exponent=params.alpha / exponent_sum, g=float(g))
 
 
 def summarize_allocation(fit: JointFit, budgets: Sequence[float] = REPORT_BUDGETS) -> AllocationSummary:
@@ -241,17 +241,25 @@ def drop_highest_losses(n: np.ndarray, d: np.ndarray, loss: np.ndarray,
     """The points without the `count` highest losses, in their original order. The replication leaves out the 5
     highest Chinchilla losses: the earliest, least-trained runs, far off the law."""
     n, d, loss = (np.asarray(values, dtype=float) for values in (n, d, loss))
+    keep = without_highest_losses(loss, count)
+    return n[keep], d[keep], loss[keep]
+
+
+def without_highest_losses(loss: np.ndarray, count: int) -> np.ndarray:
+    """The indices of the points without the `count` highest losses, in their original order."""
     if count < 0:
         raise ValueError("the number of points to drop must not be negative")
-    if count == 0:
-        return n, d, loss
-    keep = np.sort(np.argsort(loss, kind="stable")[:max(len(loss) - count, 0)])
-    return n[keep], d[keep], loss[keep]
+    loss = np.asarray(loss, dtype=float)
+    return np.sort(np.argsort(loss, kind="stable")[:max(len(loss) - count, 0)])
 
 
 def derived_interval(fit: JointFit, name: str, value_of: Callable[[JointParams], float]) -> ParamInterval:
     """The bootstrap interval of a quantity computed from the parameters, e.g. a compute-optimal exponent."""
-    return _interval(name, value_of(fit.params), [value_of(p) for p in fit.bootstrap_params])
+    # A degenerate resample's quantity can overflow or be undefined; the interval leaves out non-finite values, so
+    # numpy's warnings about them are noise.
+    with np.errstate(all="ignore"):
+        resampled = [value_of(p) for p in fit.bootstrap_params]
+    return _interval(name, value_of(fit.params), resampled)
 
 
 def _log_points(n: np.ndarray, d: np.ndarray, loss: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -270,7 +278,9 @@ def _log_predictions(x: np.ndarray, log_n: np.ndarray,
                      log_d: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Predicted log-loss for parameter rows x = (e, a, b, α, β) of shape (5,) or (starts, 5), and the softmax
     weights of the three terms, which are the derivatives of the prediction by e, a and b."""
-    e, a, b, alpha, beta = np.moveaxis(x, -1, 0)[..., None]
+    # For both shapes .T puts the parameter axis first; it is cheaper than np.moveaxis, and this runs once per
+    # optimiser step.
+    e, a, b, alpha, beta = x.T[..., None]
     n_term = a - alpha * log_n
     d_term = b - beta * log_d
     top = np.maximum(np.maximum(n_term, d_term), e)
@@ -279,20 +289,21 @@ def _log_predictions(x: np.ndarray, log_n: np.ndarray,
     return top + np.log(total), (e_weight / total, n_weight / total, d_weight / total)
 
 
-def _huber(residual: np.ndarray, delta: float) -> np.ndarray:
-    magnitude = np.abs(residual)
-    return np.where(magnitude <= delta, 0.5 * residual**2, delta * (magnitude - 0.5 * delta))
+def _huber(residual: np.ndarray, delta: float) -> tuple[np.ndarray, np.ndarray]:
+    """The Huber loss of each residual r and its derivative s, r clipped to ±δ: the loss is s·(r − s/2), which is
+    r²/2 inside ±δ and δ·|r| − δ²/2 outside."""
+    slope = np.minimum(np.maximum(residual, -delta), delta)
+    return slope * (residual - 0.5 * slope), slope
 
 
 def _objective(x: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
                delta: float) -> tuple[float, np.ndarray]:
     """The summed Huber loss of the log-loss residuals and its gradient by (e, a, b, α, β)."""
     prediction, (e_weight, n_weight, d_weight) = _log_predictions(x, log_n, log_d)
-    residual = prediction - log_loss
-    slope = np.clip(residual, -delta, delta)
+    losses, slope = _huber(prediction - log_loss, delta)
     n_slope, d_slope = slope * n_weight, slope * d_weight
-    gradient = np.array([slope @ e_weight, n_slope.sum(), d_slope.sum(), -n_slope @ log_n, -d_slope @ log_d])
-    return float(_huber(residual, delta).sum()), gradient
+    gradient = np.array([slope @ e_weight, n_slope.sum(), d_slope.sum(), -(n_slope @ log_n), -(d_slope @ log_d)])
+    return float(losses.sum()), gradient
 
 
 def _screened_starts(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray, delta: float,
@@ -301,7 +312,7 @@ def _screened_starts(log_n: np.ndarray, log_d: np.ndarray, log_loss: np.ndarray,
     if count >= len(START_GRID):
         return START_GRID
     objectives = np.concatenate([
-        _huber(_log_predictions(START_GRID[i:i + SCREEN_CHUNK], log_n, log_d)[0] - log_loss, delta).sum(axis=1)
+        _huber(_log_predictions(START_GRID[i:i + SCREEN_CHUNK], log_n, log_d)[0] - log_loss, delta)[0].sum(axis=1)
         for i in range(0, len(START_GRID), SCREEN_CHUNK)])
     return START_GRID[np.argsort(objectives, kind="stable")[:count]]
 
@@ -345,13 +356,23 @@ def _exp_or_inf(value: float) -> float:
 
 
 def _interval(name: str, estimate: float, samples: list[float]) -> ParamInterval:
+    """The percentile interval and standard deviation of the finite samples."""
     values = np.asarray(samples, dtype=float)
     values = values[np.isfinite(values)]
     if len(values) == 0:
         return ParamInterval(name, estimate, math.nan, math.nan, math.nan)
     low, high = np.percentile(values, CI_PERCENTILES)
-    std_error = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-    return ParamInterval(name, estimate, float(low), float(high), std_error)
+    return ParamInterval(name, estimate, float(low), float(high), _std(values))
+
+
+def _std(values: np.ndarray) -> float:
+    """The sample standard deviation, nan for one value. Scaled by the largest magnitude first, as squares of
+    values beyond ~1e154 (A or B of a degenerate resample) overflow; the product with the scale is a Python float,
+    which gives inf rather than a warning where the deviation itself is beyond the largest float."""
+    if len(values) < 2:
+        return math.nan
+    scale = float(np.max(np.abs(values)))
+    return float(np.std(values / scale, ddof=1)) * scale if scale > 0 else 0.0
 
 
 def _interval_dict(interval: ParamInterval) -> dict:

@@ -20,9 +20,8 @@ from abcmusic.scaling.fit import ScalingFit, fit_power_law, json_safe
 from abcmusic.scaling.isoflop import IsoFlopStudy, isoflop_study
 from abcmusic.scaling.joint import (DEFAULT_BOOTSTRAP, DEFAULT_STARTS, PARAM_NAMES, BudgetAllocation, JointFit,
                                     ParamInterval, predict_loss, summarize_allocation)
-from abcmusic.scaling.prediction import (FitSettings, Scatter, fit_cells, identification_warning,
-                                         prediction_interval, predictive_log_samples, scatter_about,
-                                         too_few_reason)
+from abcmusic.scaling.prediction import (DrawSource, FitSettings, Scatter, fit_cells, identification_warning,
+                                         prediction_interval, predictive_draws, scatter_about, too_few_reason)
 from abcmusic.scaling.repetition import RepetitionStudy, repetition_study
 
 # The frontier's report budgets: the smallest, the geometric middle and the largest compute of the cells.
@@ -32,8 +31,9 @@ REPORT_BUDGET_COUNT = 3
 @dataclass(frozen=True)
 class HeldOutCell:
     """One cell the law did not see: `predicted` is the law's point prediction and [interval_low, interval_high]
-    its 95% prediction interval; `error_percent` = (predicted − actual)/actual·100. The law counts every token
-    as fresh, so a cell with more than one epoch can miss by repetition rather than by extrapolation."""
+    its 95% prediction interval (nan, and `inside` False, when its test has none); `error_percent` =
+    (predicted − actual)/actual·100. The law counts every token as fresh, so a cell with more than one epoch can
+    miss by repetition rather than by extrapolation."""
 
     size: str
     n: float
@@ -50,7 +50,8 @@ class HeldOutCell:
 @dataclass(frozen=True)
 class HeldOutTest:
     """The law fitted to every cell but those at the largest N (or D), predicting those. `skipped_reason` says why
-    it was not run; `warning` when the remaining cells cannot separate the law's terms."""
+    it was not run; `warning` when the remaining cells cannot separate the law's terms. `draw_source` says which
+    of the fit's parameter solutions the prediction intervals come from, and why there are none if so."""
 
     name: str
     held_out_value: float
@@ -58,7 +59,12 @@ class HeldOutTest:
     skipped_reason: str | None
     warning: str | None
     scatter: Scatter | None
+    draw_source: DrawSource | None
     cells: tuple[HeldOutCell, ...]
+
+    @property
+    def has_intervals(self) -> bool:
+        return self.draw_source is not None and self.draw_source.reason is None
 
     @property
     def n_inside(self) -> int:
@@ -196,23 +202,30 @@ def held_out_test(name: str, held_out_value: float, cells: Sequence[Cell],
     if reason is not None:
         return HeldOutTest(name=name, held_out_value=held_out_value, n_fitted=len(rest),
                            skipped_reason=f"the other cells are too few: {reason}", warning=None, scatter=None,
-                           cells=())
+                           draw_source=None, cells=())
     fit = fit_cells(rest, settings)
     scatter = scatter_about(fit, rest)
+    predictions, draw_source = predict_cells(fit, scatter, held, seed=settings.seed)
     return HeldOutTest(name=name, held_out_value=held_out_value, n_fitted=len(rest), skipped_reason=None,
-                       warning=identification_warning(rest), scatter=scatter,
-                       cells=predict_cells(fit, scatter, held, seed=settings.seed))
+                       warning=identification_warning(rest), scatter=scatter, draw_source=draw_source,
+                       cells=predictions)
 
 
-def predict_cells(fit: JointFit, scatter: Scatter, cells: Sequence[Cell], seed: int) -> tuple[HeldOutCell, ...]:
-    """The fit's predictions of cells it was not fitted to, with 95% prediction intervals."""
-    low, high = prediction_interval(predictive_log_samples(fit, scatter, cells, seed=seed))
+def predict_cells(fit: JointFit, scatter: Scatter, cells: Sequence[Cell],
+                  seed: int) -> tuple[tuple[HeldOutCell, ...], DrawSource]:
+    """The fit's predictions of cells it was not fitted to, with 95% prediction intervals, and the solutions those
+    come from; the intervals are nan when no solution predicts every cell."""
+    draws = predictive_draws(fit, scatter, cells, seed=seed)
+    if draws.log_losses is None:
+        low = high = np.full(len(cells), math.nan)
+    else:
+        low, high = prediction_interval(draws.log_losses)
     predicted = [predict_loss(fit.params, cell.n, cell.d) for cell in cells]
     return tuple(HeldOutCell(size=cell.size, n=cell.n, d=cell.d, epochs=cell.epochs, predicted=float(prediction),
                              interval_low=float(lo), interval_high=float(hi), actual=cell.loss,
                              error_percent=(prediction - cell.loss) / cell.loss * 100.0,
                              inside=bool(lo <= cell.loss <= hi))
-                 for cell, prediction, lo, hi in zip(cells, predicted, low, high))
+                 for cell, prediction, lo, hi in zip(cells, predicted, low, high)), draws.source
 
 
 def compute_frontier(fit: JointFit, cells: Sequence[Cell]) -> ComputeFrontier:
@@ -277,7 +290,9 @@ def _held_out_dict(test: HeldOutTest) -> dict:
     return {"name": test.name, "held_out_value": test.held_out_value, "n_fitted": test.n_fitted,
             "skipped_reason": test.skipped_reason, "warning": test.warning,
             "scatter": asdict(test.scatter) if test.scatter is not None else None,
-            "n_inside": test.n_inside, "cells": [asdict(cell) for cell in test.cells]}
+            "draw_source": asdict(test.draw_source) if test.draw_source is not None else None,
+            "has_intervals": test.has_intervals, "n_inside": test.n_inside,
+            "cells": [asdict(cell) for cell in test.cells]}
 
 
 def _alpha_dict(law: BudgetLaw) -> dict:
@@ -309,16 +324,18 @@ def _held_out_lines(tests: Sequence[HeldOutTest]) -> list[str]:
         if test.skipped_reason is not None:
             lines.append(f"  {test.name}: skipped: {test.skipped_reason}")
             continue
+        coverage = (f"{test.n_inside} of {len(test.cells)} inside, intervals from {test.draw_source.text()}"
+                    if test.has_intervals else f"no prediction intervals: {test.draw_source.reason}")
         lines += [f"  {test.name} ({test.held_out_value:.4g}) from {test.n_fitted} cells, scatter "
-                  f"{test.scatter.rms * 100:.2f}% on {test.scatter.dof} dof: {test.n_inside} of {len(test.cells)} "
-                  "inside",
-                  f"    {'size':<8} {'N':>9} {'D':>9} {'predicted':>9}  {'95% interval':<17} {'actual':>7} "
+                  f"{test.scatter.rms * 100:.2f}% on {test.scatter.dof} dof: {coverage}",
+                  f"    {'size':<8} {'N':>9} {'D':>9} {'predicted':>9}  {'95% interval':<16} {'actual':>7} "
                   f"{'error':>7}"]
-        lines += [f"    {cell.size:<8} {cell.n:>9.3g} {cell.d:>9.3g} {cell.predicted:>9.4f}  "
-                  f"[{cell.interval_low:.4f}, {cell.interval_high:.4f}] {cell.actual:>7.4f} "
-                  f"{cell.error_percent:>+6.2f}%{'' if cell.inside else '  OUTSIDE'}"
-                  f"{f'  ({cell.epochs:.2g} epochs)' if cell.epochs > 1 + EPOCH_TOLERANCE else ''}"
-                  for cell in test.cells]
+        for cell in test.cells:
+            interval = f"[{cell.interval_low:.4f}, {cell.interval_high:.4f}]" if test.has_intervals else "-"
+            outside = "  OUTSIDE" if test.has_intervals and not cell.inside else ""
+            epochs = f"  ({cell.epochs:.2g} epochs)" if cell.epochs > 1 + EPOCH_TOLERANCE else ""
+            lines.append(f"    {cell.size:<8} {cell.n:>9.3g} {cell.d:>9.3g} {cell.predicted:>9.4f}  {interval:<16} "
+                         f"{cell.actual:>7.4f} {cell.error_percent:>+6.2f}%{outside}{epochs}")
         if test.warning:
             lines.append(f"    warning: {test.warning}")
     return lines

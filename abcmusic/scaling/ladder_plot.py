@@ -101,16 +101,20 @@ def plot_held_out(law: ArchitectureLaw, path: Path, title: str = "") -> Path:
             continue
         actual = np.array([cell.actual for cell in test.cells])
         predicted = np.array([cell.predicted for cell in test.cells])
-        low = np.array([cell.interval_low for cell in test.cells])
-        high = np.array([cell.interval_high for cell in test.cells])
         marker = HELD_OUT_MARKERS.get(test.name, "o")
-        label = f"{test.name} held out: {test.n_inside} of {len(test.cells)} inside"
-        loss_axes.errorbar(actual, predicted, yerr=[predicted - low, high - predicted], fmt=marker, capsize=3,
-                           label=label)
+        if test.has_intervals:
+            low = np.array([cell.interval_low for cell in test.cells])
+            high = np.array([cell.interval_high for cell in test.cells])
+            label = f"{test.name} held out: {test.n_inside} of {len(test.cells)} inside"
+            loss_error = [predicted - low, high - predicted]
+            values += [*low, *high]
+        else:
+            label, loss_error = f"{test.name} held out: no prediction intervals", None
+        loss_axes.errorbar(actual, predicted, yerr=loss_error, fmt=marker, capsize=3, label=label)
         error_axes.errorbar(actual, (predicted - actual) / actual * 100.0,
-                            yerr=[(predicted - low) / actual * 100.0, (high - predicted) / actual * 100.0],
+                            yerr=None if loss_error is None else [error / actual * 100.0 for error in loss_error],
                             fmt=marker, capsize=3, label=label)
-        values += [*actual, *low, *high]
+        values += [*actual, *predicted]
     if values:
         low, high = min(values), max(values)
         line = np.array([low, high])
@@ -177,7 +181,9 @@ def _log_loss_axes(axes: Axes, x_label: str, title: str) -> None:
 def _n_opt_band(law: ArchitectureLaw, flops: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """The percentile band of N_opt(C) over the fit's bootstrap solutions, at C = k·N·D."""
     scaled = 6.0 * flops / law.frontier.flops_per_parameter_token
-    curves = [compute_optimal(params).n_opt(scaled) for params in law.fit.bootstrap_params]
+    # A degenerate solution's N_opt overflows or is undefined; those curves are left out below.
+    with np.errstate(all="ignore"):
+        curves = [compute_optimal(params).n_opt(scaled) for params in law.fit.bootstrap_params]
     curves = [curve for curve in curves if np.all(np.isfinite(curve))]
     if len(curves) < 2:
         return None

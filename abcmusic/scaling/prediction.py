@@ -6,10 +6,16 @@ A cell's predicted log-loss is drawn as log L(N, D; θ_b) + σ·t, where θ_b is
 and t a Student-t variate with the fit's residual degrees of freedom m − 5. σ² is the residual variance
 SSR/(m − 5): dividing by the degrees of freedom rather than m undoes the shrinkage of residuals by the 5 fitted
 parameters, and the t variate widens the tails for σ itself being estimated from few cells, as in the prediction
-interval of a linear regression. The residuals of the fitted cells already contain their own measurement noise
-(the standard error of the validation loss), so σ² is split into the law's scatter, σ² minus the fitted cells'
-mean squared relative standard error, and the measurement noise, which is replaced by the target cell's own where
-it is known.
+interval of a linear regression.
+
+The cells' standard errors (`Cell.loss_se`) do not enter σ. Every cell is evaluated on the same validation tokens,
+so the sampling error of that split is common to all of them: it shifts every cell's loss alike, which the law's
+E absorbs and which the predicted cell shares, rather than scattering cells about the law one by one. Whatever
+does scatter them is already in the residuals.
+
+A resample of few cells can drive the fit to a degenerate solution, with A or B overflowed to inf or a term that
+overflows at the predicted N and D, which predicts no finite loss there. The draws use only the solutions that
+predict a finite loss at every target and count them; when none does, there is no interval.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from typing import Sequence
 import numpy as np
 
 from abcmusic.scaling.cell import Cell, columns, distinct
-from abcmusic.scaling.joint import DEFAULT_BOOTSTRAP, DEFAULT_STARTS, PARAM_NAMES, JointFit, fit_joint, predict_loss
+from abcmusic.scaling.joint import (DEFAULT_BOOTSTRAP, DEFAULT_STARTS, PARAM_NAMES, JointFit, JointParams, fit_joint,
+                                    predict_loss)
 
 DRAWS = 4000
 PREDICTION_PERCENTILES = (2.5, 97.5)
@@ -46,17 +53,36 @@ class FitSettings:
 @dataclass(frozen=True)
 class Scatter:
     """The log-space scatter of fitted cells about the law: `rms` is sqrt(SSR/dof) with dof = cells − 5 (nan when
-    dof is 0); `measurement_variance` is the mean squared relative standard error of the cells' losses, over the
-    cells where it is known (0 when none is)."""
+    dof is 0)."""
 
     rms: float
     dof: int
-    measurement_variance: float
 
-    @property
-    def law_variance(self) -> float:
-        """The part of the scatter that is not the measurement noise of the validation loss."""
-        return max(self.rms**2 - self.measurement_variance, 0.0)
+
+@dataclass(frozen=True)
+class DrawSource:
+    """The parameter solutions predictive draws come from: the `n_usable` of the fit's `n_solutions` that predict a
+    finite loss at every target. Those are its bootstrap solutions, or its point estimate alone when it has none
+    (`from_bootstrap` False), which leaves the parameters' uncertainty out. `reason` says why there are no draws
+    when no solution is usable."""
+
+    n_usable: int
+    n_solutions: int
+    from_bootstrap: bool
+    reason: str | None
+
+    def text(self) -> str:
+        if not self.from_bootstrap:
+            return "the point estimate alone (no bootstrap resamples), without the parameters' uncertainty"
+        return f"{self.n_usable} of {self.n_solutions} bootstrap solutions"
+
+
+@dataclass(frozen=True)
+class PredictiveDraws:
+    """Draws of the targets' log-losses, shape (draws, targets); None when `source` has no usable solution."""
+
+    log_losses: np.ndarray | None
+    source: DrawSource
 
 
 def fit_cells(cells: Sequence[Cell], settings: FitSettings) -> JointFit:
@@ -92,29 +118,43 @@ def scatter_about(fit: JointFit, cells: Sequence[Cell]) -> Scatter:
     n, d, loss = columns(cells)
     residuals = np.log(loss) - np.log(predict_loss(fit.params, n, d))
     dof = len(cells) - len(PARAM_NAMES)
-    rms = math.sqrt(float(residuals @ residuals) / dof) if dof > 0 else math.nan
-    variances = [cell.relative_se**2 for cell in cells if math.isfinite(cell.relative_se)]
-    return Scatter(rms=rms, dof=dof, measurement_variance=float(np.mean(variances)) if variances else 0.0)
+    return Scatter(rms=math.sqrt(float(residuals @ residuals) / dof) if dof > 0 else math.nan, dof=dof)
 
 
-def predictive_log_samples(fit: JointFit, scatter: Scatter, targets: Sequence[Cell], seed: int,
-                           draws: int = DRAWS) -> np.ndarray:
-    """Draws of the targets' log-losses under the law, shape (draws, targets). One parameter draw is shared by all
-    targets of a row, so sums over targets keep the correlation the parameters give them."""
+def usable_solutions(solutions: Sequence[JointParams], n: np.ndarray,
+                     d: np.ndarray) -> tuple[tuple[JointParams, ...], np.ndarray]:
+    """The solutions that predict a finite loss at every (n, d), and their log predictions, (solutions, points)."""
+    # A degenerate solution predicts inf, or nan where inf·N^-α underflows to inf·0; such solutions are expected
+    # and dropped here, so numpy's warnings about them are noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        predictions = np.array([predict_loss(params, n, d) for params in solutions],
+                               dtype=float).reshape(len(solutions), len(n))
+    keep = np.all(np.isfinite(predictions) & (predictions > 0), axis=1)
+    return tuple(params for params, kept in zip(solutions, keep) if kept), np.log(predictions[keep])
+
+
+def predictive_draws(fit: JointFit, scatter: Scatter, targets: Sequence[Cell], seed: int,
+                     draws: int = DRAWS) -> PredictiveDraws:
+    """Draws of the targets' log-losses under the law. One parameter solution is shared by all targets of a row,
+    so sums over targets keep the correlation the parameters give them."""
     if scatter.dof < 1:
         raise ValueError("the scatter of the law needs more fitted cells than its 5 parameters")
-    rng = np.random.default_rng(seed)
+    from_bootstrap = bool(fit.bootstrap_params)
+    solutions = fit.bootstrap_params if from_bootstrap else (fit.params,)
     n, d, _ = columns(targets)
-    solutions = fit.bootstrap_params or (fit.params,)
-    chosen = rng.integers(len(solutions), size=draws)
-    log_predictions = np.log(np.array([predict_loss(solutions[i], n, d) for i in range(len(solutions))]))[chosen]
-    target_variances = np.array([cell.relative_se**2 if math.isfinite(cell.relative_se)
-                                 else scatter.measurement_variance for cell in targets])
-    sigma = np.sqrt(scatter.law_variance + target_variances)
-    return log_predictions + sigma * rng.standard_t(scatter.dof, size=(draws, len(targets)))
+    usable, log_predictions = usable_solutions(solutions, n, d)
+    kind = f"the {len(solutions)} bootstrap solutions" if from_bootstrap else "the point estimate"
+    source = DrawSource(n_usable=len(usable), n_solutions=len(solutions), from_bootstrap=from_bootstrap,
+                        reason=None if usable else f"none of {kind} predicts a finite loss at every target")
+    if not usable:
+        return PredictiveDraws(log_losses=None, source=source)
+    rng = np.random.default_rng(seed)
+    chosen = rng.integers(len(usable), size=draws)
+    log_losses = log_predictions[chosen] + scatter.rms * rng.standard_t(scatter.dof, size=(draws, len(targets)))
+    return PredictiveDraws(log_losses=log_losses, source=source)
 
 
 def prediction_interval(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The 95% interval of each target's loss from predictive_log_samples."""
+    """The 95% interval of each target's loss from the log-loss draws of predictive_draws."""
     low, high = np.percentile(samples, PREDICTION_PERCENTILES, axis=0)
     return np.exp(low), np.exp(high)

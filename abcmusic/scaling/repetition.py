@@ -19,7 +19,7 @@ from scipy.optimize import minimize_scalar
 from abcmusic.scaling.cell import Cell, columns
 from abcmusic.scaling.joint import JointParams, predict_loss
 from abcmusic.scaling.prediction import (PREDICTION_PERCENTILES, FitSettings, fit_cells, identification_warning,
-                                         predictive_log_samples, scatter_about, too_few_reason)
+                                         predictive_draws, scatter_about, too_few_reason, usable_solutions)
 
 # R* is searched between worthless repeats (D' ≈ U) and repeats as good as fresh tokens over any realistic count.
 R_STAR_BOUNDS = (1e-2, 1e4)
@@ -47,8 +47,9 @@ class RepeatedCell:
 class RepetitionStudy:
     """`assessed` is False with the reason in `message` when there are no repeated cells or too few single-epoch
     cells to fit the law. The noise band is the 95% range of the mean residual if the repeated cells followed the
-    law (parameter uncertainty and the cells' scatter); `beyond_noise` when the mean lies outside it. `r_star` is
-    nan when not fitted; its interval comes from refitting R* under each bootstrap solution of the law."""
+    law (parameter uncertainty and the cells' scatter), nan when no solution of the law predicts every repeated
+    cell; `beyond_noise` when the mean lies outside it. `r_star` is nan when not fitted; its interval comes from
+    refitting R* under each bootstrap solution of the law that predicts every repeated cell."""
 
     assessed: bool
     message: str
@@ -82,28 +83,44 @@ def repetition_study(cells: Sequence[Cell], settings: FitSettings) -> Repetition
     n, d, loss = columns(repeated)
     log_residuals = np.log(loss) - np.log(predict_loss(law.params, n, d))
     mean_residual = float(log_residuals.mean())
-    samples = predictive_log_samples(law, scatter_about(law, single), repeated, seed=settings.seed)
-    simulated_means = (samples - np.log(predict_loss(law.params, n, d))).mean(axis=1)
-    noise_low, noise_high = np.percentile(simulated_means, PREDICTION_PERCENTILES)
-    beyond_noise = not noise_low <= mean_residual <= noise_high
-
-    r_star = _fit_r_star(law.params, repeated)
-    rng = np.random.default_rng(settings.seed)
-    resampled = [_fit_r_star(params, [repeated[i] for i in rng.integers(len(repeated), size=len(repeated))])
-                 for params in law.bootstrap_params]
-    r_low, r_high = np.percentile(resampled, PREDICTION_PERCENTILES) if resampled else (math.nan, math.nan)
+    draws = predictive_draws(law, scatter_about(law, single), repeated, seed=settings.seed)
+    if draws.log_losses is None:
+        noise_low = noise_high = math.nan
+        beyond_noise = False
+        verdict = f"with no noise band to compare ({draws.source.reason})"
+    else:
+        simulated_means = (draws.log_losses - np.log(predict_loss(law.params, n, d))).mean(axis=1)
+        noise_low, noise_high = np.percentile(simulated_means, PREDICTION_PERCENTILES)
+        beyond_noise = bool(not noise_low <= mean_residual <= noise_high)
+        verdict = ("worse than the law beyond its noise" if beyond_noise and mean_residual > 0
+                   else "better than the law beyond its noise" if beyond_noise else "within the law's noise")
+        verdict += (f" (95% band [{_percent(noise_low):+.2f}%, {_percent(noise_high):+.2f}%] from "
+                    f"{draws.source.text()})")
 
     unique, repetitions = _unique_and_repetitions(repeated)
+    r_star = _fit_r_star(law.params, repeated)
+    # D' lies between the unique tokens and D, where the law is monotone, so a solution that predicts both predicts
+    # the repeated cells at any R*.
+    solutions, _ = usable_solutions(law.bootstrap_params, np.concatenate([n, n]), np.concatenate([d, unique]))
+    rng = np.random.default_rng(settings.seed)
+    resampled = [_fit_r_star(params, [repeated[i] for i in rng.integers(len(repeated), size=len(repeated))])
+                 for params in solutions]
+    r_low, r_high = np.percentile(resampled, PREDICTION_PERCENTILES) if resampled else (math.nan, math.nan)
+    if resampled:
+        r_interval = (f"95% interval [{r_low:.3g}, {r_high:.3g}] from {len(solutions)} of "
+                      f"{len(law.bootstrap_params)} bootstrap solutions")
+    elif law.bootstrap_params:
+        r_interval = f"no interval: none of the {len(law.bootstrap_params)} bootstrap solutions predicts these cells"
+    else:
+        r_interval = "no interval without bootstrap resamples"
+
     effective = effective_tokens(unique, repetitions, r_star)
     mean_percent = _percent(mean_residual)
     warning = identification_warning(single)
-    verdict = ("worse than the law beyond its noise" if beyond_noise and mean_residual > 0
-               else "better than the law beyond its noise" if beyond_noise else "within the law's noise")
     return RepetitionStudy(
         assessed=True,
         message=(f"{len(repeated)} multi-epoch cells are {mean_percent:+.2f}% off the single-epoch law on average, "
-                 f"{verdict} (95% band [{_percent(noise_low):+.2f}%, {_percent(noise_high):+.2f}%]); "
-                 f"{_r_star_text(r_star)}, 95% interval [{r_low:.3g}, {r_high:.3g}]"
+                 f"{verdict}; {_r_star_text(r_star)}, {r_interval}"
                  + (f"; warning: the single-epoch cells have {warning}" if warning else "")),
         n_single_epoch_cells=len(single),
         cells=tuple(RepeatedCell(size=cell.size, n=cell.n, d=cell.d, epochs=cell.epochs, loss=cell.loss,
