@@ -145,8 +145,9 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
             if test.cells:
                 worst = max(abs(cell.error_percent) for cell in test.cells)
                 label = test.name.replace(" ", "_")
-                metrics |= {f"{arch}_heldout_{label}_max_abs_error_percent": worst,
-                            f"{arch}_heldout_{label}_inside_fraction": test.n_inside / len(test.cells)}
+                metrics[f"{arch}_heldout_{label}_max_abs_error_percent"] = worst
+                if test.has_intervals:
+                    metrics[f"{arch}_heldout_{label}_inside_fraction"] = test.n_inside / len(test.cells)
     metrics = {key: value for key, value in metrics.items() if math.isfinite(value)}
     if metrics:
         mlflow_store.log_metrics(uri, run_id, metrics, step=0)
