@@ -30,6 +30,16 @@ def test_every_flag_lands_in_its_field_with_its_type():
     assert spec.train.loop.context == load_spec("demo").train.loop.context  # the rest as the experiment says
 
 
+def test_schedule_and_budgets_flags():
+    assert load_spec("demo").train.loop.schedule == "wsd"
+    cosine = overridden("--schedule", "cosine")
+    assert cosine.train.loop.schedule == "cosine" and cosine.train.loop.budgets == ()  # the wsd budgets do not carry
+    assert len(cosine.train.loop.cells()) == 1
+    assert overridden("--budgets", "0.5,250000").train.loop.budgets == (0.5, 250000.0)
+    with pytest.raises(SystemExit):  # argparse's choices: its own usage line and exit 2
+        overridden("--schedule", "step")
+
+
 def test_no_flag_leaves_the_experiment_as_it_is():
     assert overridden() == load_spec("demo")
 

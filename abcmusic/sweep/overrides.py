@@ -89,6 +89,9 @@ def _get_at(obj: Any, path: list[str]) -> Any:
 
 def apply_spec_flags(spec: SweepSpec, args: argparse.Namespace) -> SweepSpec:
     """The spec with every flag of SPEC_FLAGS that was given in its field; the dataclasses check the values."""
+    if args.schedule == "cosine" and args.budgets is None:
+        # A cosine run has one budget: the experiment's wsd budgets do not carry over.
+        spec = _replace_at(spec, ["train", "loop", "budgets"], ())
     for flag, (path, _help) in SPEC_FLAGS.items():
         raw = getattr(args, flag.replace("-", "_"))
         if raw is None:
