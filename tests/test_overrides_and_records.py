@@ -106,3 +106,14 @@ def test_a_run_missing_a_parameter_names_it():
     del params["params_non_embedding"]
     with pytest.raises(KeyError, match="params_non_embedding"):
         TrialRecord.from_params(params)
+
+
+def test_a_run_logged_before_schedules_reads_back_as_one_cosine_cell():
+    wsd = dataclasses.replace(RECORD, schedule="wsd", budgets="4096,8192", cooldown_fraction=0.2)
+    assert TrialRecord.from_params(wsd.params()) == wsd
+    params = wsd.params()
+    for name in ("schedule", "budgets", "cooldown_fraction"):
+        del params[name]
+    old = TrialRecord.from_params(params)
+    assert (old.schedule, old.budgets, old.cooldown_fraction) == ("cosine", "", 0.0)
+    assert "schedule" not in old.model_fields

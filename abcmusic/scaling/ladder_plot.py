@@ -13,11 +13,11 @@ from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
 
 from abcmusic.scaling.cell import Cell, distinct
 from abcmusic.scaling.joint import compute_optimal, predict_loss
 from abcmusic.scaling.ladder import ArchitectureLaw
+from abcmusic.scaling.plot import log_loss_axes
 from abcmusic.scaling.prediction import PREDICTION_PERCENTILES
 
 CURVE_POINTS = 200
@@ -165,17 +165,7 @@ def _scatter_cells(axes: Axes, x: Sequence[float], cells: Sequence[Cell], color,
 
 
 def _log_loss_axes(axes: Axes, x_label: str, title: str) -> None:
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    # Losses span well under a decade: plain numbers read better than 1.2x10^0.
-    axes.yaxis.set_major_formatter(ScalarFormatter())
-    axes.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
-    axes.set_xlabel(x_label)
-    axes.set_ylabel("validation loss L (hollow: more than one epoch)")
-    axes.set_title(title)
-    axes.grid(True, which="both", alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small")
+    log_loss_axes(axes, x_label, "validation loss L (hollow: more than one epoch)", title)
 
 
 def _n_opt_band(law: ArchitectureLaw, flops: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib import rcParams
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FormatStrFormatter, ScalarFormatter
@@ -43,17 +44,23 @@ def plot_scaling(fits: dict[str, ScalingFit], points: dict[str, list[tuple[float
             sizes = np.geomspace(measured[:, 0].min(), measured[:, 0].max(), 200)
             axes.plot(sizes, predict(fits[architecture].chosen_fit, sizes), color=color,
                       label=fit_label(architecture, fits[architecture]))
-    axes.set_xscale("log")
-    axes.set_yscale("log")
-    # Losses span well under a decade: plain numbers read better than 1.2x10^0.
-    axes.yaxis.set_major_formatter(ScalarFormatter())
-    axes.yaxis.set_minor_formatter(FormatStrFormatter("%.1f"))
-    axes.set_xlabel(parameter_label)
-    axes.set_ylabel("validation loss L")
-    axes.grid(True, which="both", alpha=0.3)
-    if axes.get_legend_handles_labels()[0]:
-        axes.legend(fontsize="small")
+    log_loss_axes(axes, parameter_label, "validation loss L")
     path = Path(path)
     figure.savefig(path, format="png", dpi=120)
     return path
 
+
+def log_loss_axes(axes: Axes, x_label: str, y_label: str, title: str = "") -> None:
+    """Log-log axes for losses against N, D or compute, with a grid and the legend if anything is labelled."""
+    axes.set_xscale("log")
+    axes.set_yscale("log")
+    # Losses span well under a decade: plain numbers read better than 1.2x10^0.
+    axes.yaxis.set_major_formatter(ScalarFormatter())
+    axes.yaxis.set_minor_formatter(FormatStrFormatter("%.2f"))
+    axes.set_xlabel(x_label)
+    axes.set_ylabel(y_label)
+    if title:
+        axes.set_title(title)
+    axes.grid(True, which="both", alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize="small")
