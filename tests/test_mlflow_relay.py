@@ -77,3 +77,13 @@ def test_replayed_steps_are_logged_once_even_by_a_new_relay(relay_and_run):
     assert [m.step for m in client.get_metric_history(run_id, "tokens_seen")] == [100, 200, 300, 400, 500]
     assert len(client.get_metric_history(run_id, "test_loss")) == 1
     assert len(client.get_metric_history(run_id, "final_val_loss")) == 1
+
+
+def test_a_sweeps_experiment_is_marked_as_model_training_even_when_an_older_version_made_it(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow_store.client(uri)
+    made_before = client.create_experiment("older")  # no kind tag: MLflow's UI would open its GenAI overview
+    for name in ("older", "new"):
+        experiment_id = mlflow_store.ensure_experiment(uri, name, tmp_path)
+        assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    assert mlflow_store.ensure_experiment(uri, "older", tmp_path) == made_before

@@ -99,6 +99,11 @@ def test_every_progress_line_reaches_the_console_once(finished_sweep):
     assert "Reporting training result" not in output and "Failed to query Ray Train Controller" not in output
 
 
+def test_the_sweeps_experiment_opens_in_mlflows_training_view(finished_sweep, workdir):
+    _, client = mlflow_runs(workdir, "t1")
+    assert client.get_experiment_by_name("t1").tags["mlflow.experimentKind"] == "custom_model_development"
+
+
 def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, workdir):
     fit = json.loads((workdir / "results" / "t1" / "fit.json").read_text())
     assert fit["trials_finished"] == 3

@@ -14,6 +14,9 @@ from typing import Any
 TRIAL_KEY_TAG = "abcmusic.trial_key"
 KIND_TAG = "abcmusic.kind"  # "trial" or "summary"
 SUMMARY_KEY = "summary"  # the trial-key tag of a sweep's one summary run (the fit, plots)
+# MLflow 3's UI reads this experiment tag to choose between its model-training and GenAI views.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
@@ -33,15 +36,19 @@ def client(uri: str):
 
 
 def ensure_experiment(uri: str, name: str, project_dir: Path) -> str:
-    """The id of the sweep's experiment, created on first use with an absolute artifact location."""
+    """The id of the sweep's experiment, created on first use with an absolute artifact location, and marked as
+    model training so that MLflow's UI opens it on its runs rather than its GenAI overview."""
     mlflow_client = client(uri)
     experiment = mlflow_client.get_experiment_by_name(name)
     if experiment is not None:
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:  # a sweep started by an older version
+            mlflow_client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
         return experiment.experiment_id
     artifact_location = None
     if uri.startswith("sqlite:"):
         artifact_location = (project_dir / DEFAULT_ARTIFACTS / name).resolve().as_uri()
-    return mlflow_client.create_experiment(name, artifact_location=artifact_location)
+    return mlflow_client.create_experiment(name, artifact_location=artifact_location,
+                                           tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
 def find_run(uri: str, experiment_id: str, key: str, kind: str = "trial"):
