@@ -69,6 +69,15 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert 0 < metrics["test_loss_se"] < 0.1 * metrics["test_loss"]
         history = client.get_metric_history(run.info.run_id, "val_loss")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
+        # what it trained on, as an MLflow dataset input: the manifest's fingerprint as digest, a profile
+        (dataset_input,) = run.inputs.dataset_inputs
+        manifest = json.loads((workdir / "data" / "demo" / "manifest.json").read_text())
+        dataset = dataset_input.dataset
+        assert dataset.digest == manifest["fingerprint"][:16] == params["dataset_hash"]
+        assert (dataset.name, dataset.source_type) == ("demo", "local")
+        assert json.loads(dataset.source)["uri"] == params["dataset"]
+        assert json.loads(dataset.profile)["val_tunes"] == manifest["splits"]["val"]["tunes"]
+        assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
         # tiny.yaml's wsd schedule: cooldown branches at a quarter and half the budget and the run's own end
         assert params["schedule"] == "wsd" and params["budgets"] == f"{9 * 512},{19 * 512},{39 * 512}"
         cells = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"cell/{key}")]

@@ -21,6 +21,7 @@ from abcmusic.sweep.plan import (check_compilers, check_splits_fit_context, conc
 from abcmusic.sweep.spec import SweepSpec
 from abcmusic.sweep.trial import TrialJob, run_trial
 from abcmusic.tracking import mlflow_store
+from abcmusic.tracking.trial_record import DatasetRecord
 
 TRIAL_SLOT = "trial_slot"  # a custom resource per concurrent trial: a trial function holding a CPU starves its workers
 # A Tune trial's config: {"trial": {"name": its key, "job": its TrialJob}}. Tune hands the trial function the
@@ -120,10 +121,12 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> Swee
     experiment_id = mlflow_store.ensure_experiment(uri, options.name, options.project_dir)
     # Trials log to MLflow through this actor, held here for the whole sweep; it ends with this process.
     relay = start_relay(options.name, uri)  # noqa: F841
+    dataset = DatasetRecord.from_manifest(manifest, data_location)
     jobs = [TrialJob(sweep=options.name, experiment_id=experiment_id, storage_path=storage, data=data_location,
                      trial=p.trial, train=spec.train.for_trial(p.trial), dropout=spec.train.dropout,
                      resources=resources,
-                     record=trial_record(p, spec, data_location, manifest["fingerprint"][:16], resources))
+                     record=trial_record(p, spec, data_location, manifest["fingerprint"][:16], resources),
+                     dataset=dataset)
             for p in execution_order(planned)]
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_run_tune_trial, trial_resources_request)

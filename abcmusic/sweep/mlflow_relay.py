@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from abcmusic.tracking import mlflow_store
+from abcmusic.tracking.trial_record import DatasetRecord
 
 
 def relay_name(sweep: str) -> str:
@@ -32,8 +33,9 @@ class MlflowRelay:
         self.last_steps: dict[str, dict[str, int]] = {}  # run id -> metric -> the last step logged
         self.uploaded_at: dict[str, float] = {}  # run id -> when its files were last logged (this node's clock)
 
-    def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any]) -> str:
-        return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params)
+    def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any],
+                           dataset: DatasetRecord | None = None) -> str:
+        return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params, dataset=dataset)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         self._keep_error(run_id, self._log_new_metrics, run_id, metrics, step)

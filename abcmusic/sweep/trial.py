@@ -21,7 +21,7 @@ from abcmusic.models.registry import build_model, get_architecture
 from abcmusic.sweep.mlflow_relay import get_relay
 from abcmusic.sweep.plan import TrialResources, model_config
 from abcmusic.sweep.spec import Trial
-from abcmusic.tracking.trial_record import TrialRecord
+from abcmusic.tracking.trial_record import DatasetRecord, TrialRecord
 from abcmusic.train.config import CellPlan, TrainConfig
 from abcmusic.train.loop import evaluate_split, train
 from abcmusic.train.throughput import measure_peak_flops
@@ -42,6 +42,7 @@ class TrialJob:
     dropout: float
     resources: TrialResources
     record: TrialRecord  # the run's MLflow parameters
+    dataset: DatasetRecord  # the run's MLflow dataset input
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,8 @@ def run_trial(job: TrialJob) -> None:
     started_at = time.time()
     trial = job.trial
     relay = get_relay(job.sweep)
-    run_id = ray.get(relay.find_or_create_run.remote(job.experiment_id, trial.key, job.record.params()))
+    run_id = ray.get(relay.find_or_create_run.remote(job.experiment_id, trial.key, job.record.params(),
+                                                     job.dataset))
     trainer = TorchTrainer(
         functools.partial(train_worker, WorkerJob(job, run_id, started_at, fit_called_at=time.time())),
         scaling_config=ray.train.ScalingConfig(num_workers=job.resources.workers,

@@ -6,10 +6,13 @@ because Ray trial processes run in other directories; MLFLOW_TRACKING_URI points
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+from abcmusic.tracking.trial_record import DatasetRecord
 
 TRIAL_KEY_TAG = "abcmusic.trial_key"
 KIND_TAG = "abcmusic.kind"  # "trial" or "summary"
@@ -57,16 +60,24 @@ def find_run(uri: str, experiment_id: str, key: str, kind: str = "trial"):
     return runs[0] if runs else None
 
 
-def find_or_create_run(uri: str, experiment_id: str, key: str, params: dict[str, Any], kind: str = "trial") -> str:
-    """The run of trial `key`: the existing one when a sweep resumes, else a new one with `params` logged."""
+def find_or_create_run(uri: str, experiment_id: str, key: str, params: dict[str, Any], kind: str = "trial",
+                       dataset: DatasetRecord | None = None) -> str:
+    """The run of trial `key`: the existing one when a sweep resumes, else a new one with `params` logged and
+    `dataset` as its training input."""
     existing = find_run(uri, experiment_id, key, kind)
     if existing is not None:
         return existing.info.run_id
-    from mlflow.entities import Param
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     mlflow_client = client(uri)
     run = mlflow_client.create_run(experiment_id, run_name=key, tags={TRIAL_KEY_TAG: key, KIND_TAG: kind})
     mlflow_client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
+    if dataset is not None:
+        entity = Dataset(name=dataset.name, digest=dataset.digest, source_type=dataset.source_type,
+                         source=json.dumps({"uri": dataset.source}), profile=json.dumps(dataset.profile))
+        mlflow_client.log_inputs(run.info.run_id, [DatasetInput(entity, [InputTag(MLFLOW_DATASET_CONTEXT,
+                                                                                  "training")])])
     return run.info.run_id
 
 

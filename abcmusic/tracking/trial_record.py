@@ -68,3 +68,31 @@ def _parse(raw: str) -> int | float | bool:
         return int(raw)
     except ValueError:
         return float(raw)
+
+
+@dataclass(frozen=True)
+class DatasetRecord:
+    """What a trial trained on, as MLflow records a dataset input: the dataset's folder name, the manifest's
+    fingerprint (its first 16 hex digits, as the runs' `dataset_hash`) as digest, where it lives, and a small
+    profile from the manifest (tunes and tokens per split, and how much of validation and test is found in train)."""
+
+    name: str
+    digest: str
+    source: str
+    profile: dict[str, Any]
+
+    @classmethod
+    def from_manifest(cls, manifest: dict[str, Any], location: str) -> DatasetRecord:
+        profile: dict[str, Any] = {f"{split}_{count}": stats[count] for split, stats in manifest["splits"].items()
+                                   for count in ("tunes", "tokens")}
+        for split, found in manifest.get("contamination", {}).items():
+            if isinstance(found, dict):
+                profile |= {f"{split}_{key}": value for key, value in found.items()}
+        return cls(name=location.rstrip("/").rsplit("/", 1)[-1], digest=manifest["fingerprint"][:16],
+                   source=location, profile=profile)
+
+    @property
+    def source_type(self) -> str:
+        """MLflow's name for where the dataset lives: "local" for a folder, else its URI's scheme ("s3", ...)."""
+        scheme, separator, _ = self.source.partition("://")
+        return scheme if separator else "local"
