@@ -122,6 +122,10 @@ def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, work
     runs, client = mlflow_runs(workdir, "t1")
     summaries = [r for r in runs if r.data.tags.get("abcmusic.kind") == "summary"]
     assert len(summaries) == 1 and "gpt_alpha" in summaries[0].data.metrics
+    # one parent per sweep: the trials' runs are nested under the summary run, which the fit finishes
+    trials = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
+    assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {summaries[0].info.run_id}
+    assert summaries[0].info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
     assert {"fit.json", "scaling.png"} <= artifacts
     assert "gpt at the largest budget: L = " in finished_sweep.stdout

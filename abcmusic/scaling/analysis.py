@@ -132,7 +132,7 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
         plot_frontier(law, cells[arch], out_dir / f"{arch}_frontier.png", title=arch)
         plot_held_out(law, out_dir / f"{arch}_held_out.png", title=arch)
     run_id = mlflow_store.find_or_create_run(uri, experiment.experiment_id, mlflow_store.SUMMARY_KEY,
-                                             {"param_convention": convention}, kind="summary")
+                                             mlflow_store.summary_params(convention), kind="summary")
     metrics = {}
     for arch, fit in fits.items():
         chosen = fit.chosen_fit

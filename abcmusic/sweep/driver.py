@@ -122,11 +122,14 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> Swee
     # Trials log to MLflow through this actor, held here for the whole sweep; it ends with this process.
     relay = start_relay(options.name, uri)  # noqa: F841
     dataset = DatasetRecord.from_manifest(manifest, data_location)
+    parent_run_id = mlflow_store.find_or_create_run(uri, experiment_id, mlflow_store.SUMMARY_KEY,
+                                                    mlflow_store.summary_params(spec.param_convention),
+                                                    kind="summary")
     jobs = [TrialJob(sweep=options.name, experiment_id=experiment_id, storage_path=storage, data=data_location,
                      trial=p.trial, train=spec.train.for_trial(p.trial), dropout=spec.train.dropout,
                      resources=resources,
                      record=trial_record(p, spec, data_location, manifest["fingerprint"][:16], resources),
-                     dataset=dataset)
+                     dataset=dataset, parent_run_id=parent_run_id)
             for p in execution_order(planned)]
     trial_resources_request = ({"cpu": 0, TRIAL_SLOT: 1} if TRIAL_SLOT in cluster else {"cpu": 0.01})
     trainable = tune.with_resources(_run_tune_trial, trial_resources_request)

@@ -34,8 +34,9 @@ class MlflowRelay:
         self.uploaded_at: dict[str, float] = {}  # run id -> when its files were last logged (this node's clock)
 
     def find_or_create_run(self, experiment_id: str, key: str, params: dict[str, Any],
-                           dataset: DatasetRecord | None = None) -> str:
-        return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params, dataset=dataset)
+                           dataset: DatasetRecord | None = None, parent_run_id: str | None = None) -> str:
+        return mlflow_store.find_or_create_run(self.uri, experiment_id, key, params, dataset=dataset,
+                                               parent_run_id=parent_run_id)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int) -> None:
         self._keep_error(run_id, self._log_new_metrics, run_id, metrics, step)

@@ -42,7 +42,9 @@ class TrialJob:
     dropout: float
     resources: TrialResources
     record: TrialRecord  # the run's MLflow parameters
-    dataset: DatasetRecord  # the run's MLflow dataset input
+    # A sweep resumed from an older version's saved Tune state unpickles jobs without these: the defaults apply.
+    dataset: DatasetRecord | None = None  # the run's MLflow dataset input
+    parent_run_id: str | None = None  # the sweep's summary run, under which the trial's run is nested
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ def run_trial(job: TrialJob) -> None:
     trial = job.trial
     relay = get_relay(job.sweep)
     run_id = ray.get(relay.find_or_create_run.remote(job.experiment_id, trial.key, job.record.params(),
-                                                     job.dataset))
+                                                     job.dataset, job.parent_run_id))
     trainer = TorchTrainer(
         functools.partial(train_worker, WorkerJob(job, run_id, started_at, fit_called_at=time.time())),
         scaling_config=ray.train.ScalingConfig(num_workers=job.resources.workers,

@@ -1,4 +1,5 @@
-"""MLflow bookkeeping for sweeps: one experiment per sweep, one run per trial (found again on resume), a summary run.
+"""MLflow bookkeeping for sweeps: one experiment per sweep, one summary run per sweep with one nested run per trial
+(all found again on resume).
 
 The embedded default is a SQLite store and an artifact folder in the working directory, both absolute paths
 because Ray trial processes run in other directories; MLFLOW_TRACKING_URI points everything at a server instead.
@@ -16,7 +17,8 @@ from abcmusic.tracking.trial_record import DatasetRecord
 
 TRIAL_KEY_TAG = "abcmusic.trial_key"
 KIND_TAG = "abcmusic.kind"  # "trial" or "summary"
-SUMMARY_KEY = "summary"  # the trial-key tag of a sweep's one summary run (the fit, plots)
+SUMMARY_KEY = "summary"  # the trial-key tag of a sweep's one summary run (the fit, plots), its trials' parent
+PARENT_RUN_TAG = "mlflow.parentRunId"  # MLflow's UI nests a run under the run this tag names
 # MLflow 3's UI reads this experiment tag to choose between its model-training and GenAI views.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
@@ -61,9 +63,9 @@ def find_run(uri: str, experiment_id: str, key: str, kind: str = "trial"):
 
 
 def find_or_create_run(uri: str, experiment_id: str, key: str, params: dict[str, Any], kind: str = "trial",
-                       dataset: DatasetRecord | None = None) -> str:
-    """The run of trial `key`: the existing one when a sweep resumes, else a new one with `params` logged and
-    `dataset` as its training input."""
+                       dataset: DatasetRecord | None = None, parent_run_id: str | None = None) -> str:
+    """The run of trial `key`: the existing one when a sweep resumes, else a new one with `params` logged,
+    `dataset` as its training input, and nested under `parent_run_id` (the sweep's summary run)."""
     existing = find_run(uri, experiment_id, key, kind)
     if existing is not None:
         return existing.info.run_id
@@ -71,7 +73,8 @@ def find_or_create_run(uri: str, experiment_id: str, key: str, params: dict[str,
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     mlflow_client = client(uri)
-    run = mlflow_client.create_run(experiment_id, run_name=key, tags={TRIAL_KEY_TAG: key, KIND_TAG: kind})
+    tags = {TRIAL_KEY_TAG: key, KIND_TAG: kind} | ({PARENT_RUN_TAG: parent_run_id} if parent_run_id else {})
+    run = mlflow_client.create_run(experiment_id, run_name=key, tags=tags)
     mlflow_client.log_batch(run.info.run_id, params=[Param(k, str(v)) for k, v in params.items()])
     if dataset is not None:
         entity = Dataset(name=dataset.name, digest=dataset.digest, source_type=dataset.source_type,
@@ -118,3 +121,8 @@ def finished_trial_runs(uri: str, experiment_id: str) -> list:
     return list(client(uri).search_runs(
         [experiment_id], filter_string=f"tags.`{KIND_TAG}` = 'trial' and attributes.status = 'FINISHED'",
         max_results=10_000))
+
+
+def summary_params(convention: str) -> dict[str, str]:
+    """The parameters of a sweep's summary run, whichever of the driver and the analysis creates it."""
+    return {"param_convention": convention}
