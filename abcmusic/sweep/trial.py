@@ -128,7 +128,8 @@ def train_worker(worker_job: WorkerJob) -> None:
         if relay is not None:
             relay.log_metrics.remote(run_id, metrics, step=int(metrics["cell/tokens"]))
             print(cell_line(trial, metrics), flush=True)
-        save_checkpoint(metrics, state)
+        # Ray Train's result says where the run stands, as every checkpoint's does: the branch point it resumes from.
+        save_checkpoint(metrics | {"tokens_seen": state["step"] * train_config.tokens_per_step}, state)
 
     flops_per_token = get_architecture(trial.arch).flops_per_token(architecture_config)
 
