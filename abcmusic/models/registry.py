@@ -25,11 +25,12 @@ class Architecture:
     model_class: type[LanguageModel]
     param_counts: Callable[[Any], ParamCounts]
     flops_per_token: Callable[[Any], float]
+    width_field: str  # the config field that is the model's width: what a width rule scales the learning rate by
 
 
 ARCHITECTURES: dict[str, Architecture] = {
-    "gpt": Architecture("gpt", GPTConfig, GPT, gpt_param_counts, gpt_flops_per_token),
-    "lstm": Architecture("lstm", LSTMConfig, LSTMModel, lstm_param_counts, lstm_flops_per_token),
+    "gpt": Architecture("gpt", GPTConfig, GPT, gpt_param_counts, gpt_flops_per_token, "n_embd"),
+    "lstm": Architecture("lstm", LSTMConfig, LSTMModel, lstm_param_counts, lstm_flops_per_token, "hidden"),
 }
 
 

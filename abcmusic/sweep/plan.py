@@ -39,6 +39,7 @@ class PlannedTrial:
     tokens: int  # the largest budget
     cells: int
     flops: float  # training FLOPs of every step the trial runs, cooldown branches included
+    lr: float  # the rate it trains at (the grid's, scaled by the width rule when the spec has one)
 
 
 def model_config(trial: Trial, vocab_size: int, context: int, dropout: float):
@@ -69,7 +70,8 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
         counts = architecture.param_counts(config)
         loop = spec.train.loop
         planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, loop.tokens, len(loop.cells()),
-                                    architecture.flops_per_token(config) * loop.trained_tokens))
+                                    architecture.flops_per_token(config) * loop.trained_tokens,
+                                    spec.train.trial_lr(trial)))
     return planned
 
 
@@ -92,12 +94,12 @@ def execution_order(planned: list[PlannedTrial]) -> list[PlannedTrial]:
 
 
 def describe_plan(planned: list[PlannedTrial], resources: TrialResources) -> str:
-    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'cells':>5} {'train FLOPs':>12}  "
+    lines = [f"{'trial':<28} {'params':>12} {'non-emb':>12} {'tokens':>12} {'cells':>5} {'lr':>8} {'train FLOPs':>12}  "
              f"{'precision':<13} resources"]
     for p in planned:
         precision = p.trial.precision + ("+compile" if p.trial.compile else "")
         lines.append(f"{p.trial.key:<28} {p.params_total:>12,} {p.params_non_embedding:>12,} {p.tokens:>12,} "
-                     f"{p.cells:>5} {p.flops:>12.3g}  {precision:<13} {resources.workers} worker(s) x "
+                     f"{p.cells:>5} {p.lr:>8.3g} {p.flops:>12.3g}  {precision:<13} {resources.workers} worker(s) x "
                      f"{resources.cpus_per_worker} CPU"
                      + (f" + {resources.gpus_per_worker} GPU" if resources.gpus_per_worker else ""))
     lines.append(f"{len(planned)} trials, {sum(p.flops for p in planned):.3g} training FLOPs in all")
@@ -165,7 +167,8 @@ def trial_record(planned: PlannedTrial, spec: SweepSpec, data_location: str, dat
     return TrialRecord(
         arch=trial.arch, size=trial.size, model_fields=dict(trial.model_fields),
         params_total=planned.params_total, params_non_embedding=planned.params_non_embedding,
-        tokens=loop.tokens, context=loop.context, batch_size=loop.batch_size, lr=trial.lr, seed=trial.seed,
+        tokens=loop.tokens, context=loop.context, batch_size=loop.batch_size, lr=planned.lr,
+        lr_grid=trial.lr, seed=trial.seed,
         precision=trial.precision, compile=trial.compile, dropout=spec.train.dropout,
         dataset=data_location, dataset_hash=dataset_hash, spec_hash=spec_hash(spec),
         workers=resources.workers, cpus_per_worker=resources.cpus_per_worker,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import yaml
 
 from abcmusic.errors import UserError, first_line
+from abcmusic.models.registry import get_architecture
 from abcmusic.train.config import TRIAL_FIELDS, TrainConfig
 from abcmusic.train.precision import Precision
 
@@ -35,11 +37,28 @@ class TrainSpec:
     loop: TrainConfig
     lrs: tuple[float, ...] = (TrainConfig.lr,)
     dropout: float = 0.0
+    # The width rule: a size trains at its grid rate times (lr_reference_width / width)^lr_width_exponent, width
+    # being the model's (GPT n_embd, LSTM hidden), since the best rate falls as models widen; 0 turns it off.
+    lr_reference_width: int = 0
+    lr_width_exponent: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lr_reference_width < 0:
+            raise ValueError("lr_reference_width must not be negative (0 turns the width rule off)")
+        if not math.isfinite(self.lr_width_exponent):
+            raise ValueError("lr_width_exponent must be a finite number")
+
+    def trial_lr(self, trial: Trial) -> float:
+        """The rate the trial trains at: its grid rate, scaled by the width rule when there is one."""
+        if not self.lr_reference_width:
+            return trial.lr
+        width = trial.model_fields[get_architecture(trial.arch).width_field]
+        return trial.lr * (self.lr_reference_width / width) ** self.lr_width_exponent
 
     def for_trial(self, trial: Trial) -> TrainConfig:
         """The training loop's config for one trial."""
-        return dataclasses.replace(self.loop, lr=trial.lr, precision=trial.precision, compile=trial.compile,
-                                   seed=trial.seed)
+        return dataclasses.replace(self.loop, lr=self.trial_lr(trial), precision=trial.precision,
+                                   compile=trial.compile, seed=trial.seed)
 
 
 @dataclass(frozen=True)
@@ -123,8 +142,9 @@ def _floats(value: Any) -> tuple[float, ...]:
 
 def _train_spec(data: Any, where: str) -> TrainSpec:
     shared = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRIAL_FIELDS]
-    _check_keys(data, shared + ["lrs", "dropout"], _required(TrainConfig), where)
-    extra = {name: data[name] for name in ("dropout",) if name in data}
+    own = ["dropout", "lr_reference_width", "lr_width_exponent"]
+    _check_keys(data, shared + ["lrs"] + own, _required(TrainConfig), where)
+    extra = {name: data[name] for name in own if name in data}
     if "lrs" in data:
         extra["lrs"] = _floats(data["lrs"])
     values = {k: v for k, v in data.items() if k in shared}

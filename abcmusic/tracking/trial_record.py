@@ -33,6 +33,7 @@ class TrialRecord:
     schedule: str = "cosine"
     budgets: str = ""  # the cells' token counts, comma-separated
     cooldown_fraction: float = 0.0
+    lr_grid: float = 0.0  # the grid's rate before the width rule scaled it to `lr` (0: a run logged before the rule)
 
     def params(self) -> dict[str, str]:
         """MLflow parameters: every field as a string, the model fields flattened beside them."""
