@@ -101,11 +101,11 @@ def test_grid_repeats_sizes_over_learning_rates_and_seeds():
 
 def test_the_width_rule_scales_each_sizes_rate_and_the_run_records_both(tmp_path):
     rule = tmp_path / "rule.yaml"
-    rule.write_text("name: x\ndata: d\ntrain: {tokens: 4096, context: 8, batch_size: 4, lrs: [0.01],\n"
-                    "  lr_reference_width: 64, lr_width_exponent: 0.5}\n"
-                    "archs:\n  gpt: {sizes: {w16: {n_layer: 1, n_head: 2, n_embd: 16},"
-                    " w256: {n_layer: 1, n_head: 2, n_embd: 256}}}\n"
-                    "  lstm: {sizes: {h64: {n_layer: 1, n_embd: 8, hidden: 64}}}\n")
+    rule.write_text("name: x\ndata: d\ntrain: {tokens: 4096, context: 8, batch_size: 4, lrs: [0.01]}\n"
+                    "archs:\n  gpt: {lr_reference_width: 64, lr_width_exponent: 0.5,\n"
+                    "    sizes: {w16: {n_layer: 1, n_head: 2, n_embd: 16}, w256: {n_layer: 1, n_head: 2, n_embd: 256}}}\n"
+                    "  lstm: {lr_reference_width: 64, lr_width_exponent: 0.5,\n"
+                    "    sizes: {h64: {n_layer: 1, n_embd: 8, hidden: 64}}}\n")
     spec = load_spec(str(rule))
     planned = {p.trial.key: p for p in plan(spec, ("gpt", "lstm"), vocab_size=51)}
     # GPT scales by n_embd, the LSTM by hidden (not its embedding): (64/16)^0.5, (64/256)^0.5, (64/64)^0.5
@@ -114,10 +114,10 @@ def test_the_width_rule_scales_each_sizes_rate_and_the_run_records_both(tmp_path
     record = trial_record(planned["gpt-w16-lr0.01-s0"], spec, "d", "0" * 16, TrialResources(1, 1, 0))
     assert (record.lr, record.lr_grid) == (pytest.approx(0.02), 0.01)
     assert TrialRecord.from_params(record.params()) == record
-    off = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr_reference_width=0))
-    assert {p.lr for p in plan(off, ("gpt", "lstm"), vocab_size=51)} == {0.01}
-    rule.write_text(rule.read_text().replace("lr_reference_width: 64", "lr_reference_width: -1"))
-    with pytest.raises(UserError, match="rule.yaml.train: lr_reference_width must not be negative"):
+    off = dataclasses.replace(spec, archs={"gpt": dataclasses.replace(spec.archs["gpt"], lr_reference_width=0)})
+    assert {p.lr for p in plan(off, ("gpt",), vocab_size=51)} == {0.01}
+    rule.write_text(rule.read_text().replace("lr_reference_width: 64", "lr_reference_width: -1", 1))
+    with pytest.raises(UserError, match="rule.yaml.archs.gpt: lr_reference_width must not be negative"):
         load_spec(str(rule))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib import rcParams
+from matplotlib import colormaps, rcParams
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -64,3 +64,20 @@ def log_loss_axes(axes: Axes, x_label: str, y_label: str, title: str = "") -> No
     axes.grid(True, which="both", alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize="small")
+
+
+def plot_loss_curves(curves: dict[str, dict[str, list[tuple[float, float]]]], path: Path) -> Path:
+    """Every trial's validation loss against tokens, one panel per architecture (`curves`: architecture -> trial
+    label -> (tokens, loss) points, smallest model first), so a sweep's runs compare in one picture."""
+    figure = Figure(figsize=(6 * max(1, len(curves)), 4.5), layout="constrained")
+    FigureCanvasAgg(figure)
+    for index, (architecture, trials) in enumerate(sorted(curves.items())):
+        axes = figure.add_subplot(1, len(curves), index + 1)
+        for rank, (label, points) in enumerate(trials.items()):
+            measured = np.asarray(sorted(points), dtype=float).reshape(-1, 2)
+            color = colormaps["viridis"](0.9 * rank / max(1, len(trials) - 1))  # smallest model dark, largest light
+            axes.plot(measured[:, 0], measured[:, 1], marker=".", color=color, label=label)
+        log_loss_axes(axes, "tokens", "validation loss", title=architecture)
+    path = Path(path)
+    figure.savefig(path, format="png", dpi=110)
+    return path

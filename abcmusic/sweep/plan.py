@@ -71,7 +71,7 @@ def plan(spec: SweepSpec, archs: tuple[str, ...], vocab_size: int) -> list[Plann
         loop = spec.train.loop
         planned.append(PlannedTrial(trial, counts.total, counts.non_embedding, loop.tokens, len(loop.cells()),
                                     architecture.flops_per_token(config) * loop.trained_tokens,
-                                    spec.train.trial_lr(trial)))
+                                    trial.trained_lr))
     return planned
 
 

@@ -27,16 +27,6 @@ class ArchSpec:
     precision: Precision = "fp32"
     lrs: tuple[float, ...] = ()  # overrides the sweep's lrs for this architecture when set
     compile: bool = False  # torch.compile the training step: faster on a GPU, but each trial first compiles
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """The `train:` block: the loop's settings every trial shares (its flat keys are TrainConfig's fields, but for
-    the ones each trial sets: TRIAL_FIELDS), the learning rates each size is trained at, and the models' dropout."""
-
-    loop: TrainConfig
-    lrs: tuple[float, ...] = (TrainConfig.lr,)
-    dropout: float = 0.0
     # The width rule: a size trains at its grid rate times (lr_reference_width / width)^lr_width_exponent, width
     # being the model's (GPT n_embd, LSTM hidden), since the best rate falls as models widen; 0 turns it off.
     lr_reference_width: int = 0
@@ -48,16 +38,26 @@ class TrainSpec:
         if not math.isfinite(self.lr_width_exponent):
             raise ValueError("lr_width_exponent must be a finite number")
 
-    def trial_lr(self, trial: Trial) -> float:
-        """The rate the trial trains at: its grid rate, scaled by the width rule when there is one."""
-        if not self.lr_reference_width:
-            return trial.lr
-        width = trial.model_fields[get_architecture(trial.arch).width_field]
-        return trial.lr * (self.lr_reference_width / width) ** self.lr_width_exponent
+    def width_factor(self, arch: str, model_fields: dict[str, int]) -> float:
+        """What the width rule multiplies a size's grid rate by (1 without a rule)."""
+        width = model_fields.get(get_architecture(arch).width_field)
+        if not self.lr_reference_width or not width:  # a size without its width fails the plan's model check
+            return 1.0
+        return (self.lr_reference_width / width) ** self.lr_width_exponent
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """The `train:` block: the loop's settings every trial shares (its flat keys are TrainConfig's fields, but for
+    the ones each trial sets: TRIAL_FIELDS), the learning rates each size is trained at, and the models' dropout."""
+
+    loop: TrainConfig
+    lrs: tuple[float, ...] = (TrainConfig.lr,)
+    dropout: float = 0.0
 
     def for_trial(self, trial: Trial) -> TrainConfig:
         """The training loop's config for one trial."""
-        return dataclasses.replace(self.loop, lr=self.trial_lr(trial), precision=trial.precision,
+        return dataclasses.replace(self.loop, lr=trial.trained_lr, precision=trial.precision,
                                    compile=trial.compile, seed=trial.seed)
 
 
@@ -105,6 +105,11 @@ class Trial:
     lr: float
     seed: int
     compile: bool = False
+    lr_factor: float = 1.0  # the width rule's factor: the trial trains at lr * lr_factor
+
+    @property
+    def trained_lr(self) -> float:
+        return self.lr * self.lr_factor
 
     @property
     def key(self) -> str:
@@ -142,9 +147,8 @@ def _floats(value: Any) -> tuple[float, ...]:
 
 def _train_spec(data: Any, where: str) -> TrainSpec:
     shared = [f.name for f in dataclasses.fields(TrainConfig) if f.name not in TRIAL_FIELDS]
-    own = ["dropout", "lr_reference_width", "lr_width_exponent"]
-    _check_keys(data, shared + ["lrs"] + own, _required(TrainConfig), where)
-    extra = {name: data[name] for name in own if name in data}
+    _check_keys(data, shared + ["lrs", "dropout"], _required(TrainConfig), where)
+    extra = {name: data[name] for name in ("dropout",) if name in data}
     if "lrs" in data:
         extra["lrs"] = _floats(data["lrs"])
     values = {k: v for k, v in data.items() if k in shared}
@@ -200,5 +204,6 @@ def build_grid(spec: SweepSpec) -> list[Trial]:
         for size, fields in arch_spec.sizes.items():
             for lr in arch_spec.lrs or spec.train.lrs:
                 for seed in range(spec.seeds):
-                    trials.append(Trial(arch, size, dict(fields), arch_spec.precision, lr, seed, arch_spec.compile))
+                    trials.append(Trial(arch, size, dict(fields), arch_spec.precision, lr, seed, arch_spec.compile,
+                                        arch_spec.width_factor(arch, fields)))
     return trials
