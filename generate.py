@@ -15,6 +15,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--run", default="best",
                         help="'best' (lowest final validation loss among finished runs with a model) or an MLflow "
                              "run id (default: best)")
+    parser.add_argument("--model", metavar="models:/NAME@ALIAS",
+                        help="a registered model instead of --run: a sweep registers its best as models:/SWEEP@best "
+                             "(a final-model experiment as @final)")
     parser.add_argument("--experiment", metavar="SWEEP",
                         help="with --run best: only this sweep's runs (default: every sweep in the MLflow store)")
     parser.add_argument("--sweep", metavar="SWEEP",
@@ -45,8 +48,10 @@ def main(argv: list[str]) -> int:
     from abcmusic.generate.pipeline import GenerateOptions, run_generate, run_sweep_generate
     from abcmusic.generate.sampling import SamplingConfig
 
-    if args.sweep and (args.run != "best" or args.experiment or args.out):
-        raise UserError("--sweep samples every run of a sweep; it takes no --run, --experiment or --out")
+    if args.sweep and (args.run != "best" or args.model or args.experiment or args.out):
+        raise UserError("--sweep samples every run of a sweep; it takes no --run, --model, --experiment or --out")
+    if args.model and (args.run != "best" or args.experiment):
+        raise UserError("--model names one model; it takes no --run or --experiment")
     num = args.num if args.num is not None else (100 if args.sweep else 12)
     if num < 1:
         raise UserError("--num must be at least 1")
@@ -59,7 +64,7 @@ def main(argv: list[str]) -> int:
                                   top_k=args.top_k, seed=args.seed)
     except ValueError as error:
         raise UserError(str(error)) from None
-    options = GenerateOptions(project_dir=Path.cwd(), run=args.run, sweep=args.sweep or args.experiment, num=num,
+    options = GenerateOptions(project_dir=Path.cwd(), run=args.model or args.run, sweep=args.sweep or args.experiment, num=num,
                               prompts_file=args.prompts, sampling=sampling, lead_in=args.lead_in, out=args.out,
                               audio=args.audio, render=not args.sweep)
     if args.sweep:

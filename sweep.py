@@ -14,7 +14,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     from abcmusic.sweep.overrides import add_spec_flags
 
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--arch", default="gpt,lstm", help="architectures to sweep (default: %(default)s)")
+    parser.add_argument("--arch", help="architectures to sweep, comma-separated (default: every one the experiment "
+                                       "defines)")
     parser.add_argument("--experiment", default="demo", help="experiments/NAME.yaml or a YAML path (default: demo)")
     parser.add_argument("--name", help="sweep name: the MLflow experiment and results/NAME (default: EXPERIMENT-TIME)")
     parser.add_argument("--resume", metavar="NAME", help="continue an interrupted sweep; finished trials are not rerun")
@@ -42,9 +43,9 @@ def main(argv: list[str]) -> int:
     if args.sizes:
         spec = select_sizes(spec, args.sizes)
     if args.analyze:
-        analyze(args.analyze, project_dir, spec.param_convention)
+        analyze(args.analyze, project_dir, spec.param_convention, spec.model_alias)
         return 0
-    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip())
+    archs = tuple(a.strip() for a in args.arch.split(",") if a.strip()) if args.arch else tuple(spec.archs)
     if args.dry_run:
         from abcmusic.data.remote import local_dataset
         from abcmusic.data.token_stream import open_dataset
@@ -64,9 +65,9 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         storage = f" --storage {args.storage}" if args.storage else ""
         print(f"sweep.py: interrupted; continue with: python sweep.py --experiment {args.experiment} "
-              f"--arch {args.arch} --resume {name}{storage}", file=sys.stderr)
+              f"--arch {','.join(archs)} --resume {name}{storage}", file=sys.stderr)
         return 130
-    analyze(name, project_dir, spec.param_convention)
+    analyze(name, project_dir, spec.param_convention, spec.model_alias)
     for failure in outcome.failures:
         print(failure)
     if outcome.failures:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from abcmusic.tracking.metric_names import samples_key
 from abcmusic.tracking.trial_record import TrialRecord
 from conftest import run_cli
 
@@ -41,9 +42,23 @@ def test_best_run_is_the_lowest_final_validation_loss_and_is_named(generated, ti
     experiment = client.get_experiment_by_name("t1")
     runs = [r for r in client.search_runs([experiment.experiment_id])
             if r.data.tags.get("abcmusic.kind") == "trial"]
-    best = min(runs, key=lambda r: r.data.metrics["final_val_loss"])
+    best = min(runs, key=lambda r: r.data.metrics["result/val_loss"])
     assert f"run {best.info.run_id} ({best.info.run_name})" in result.stdout
-    assert f"final val loss {best.data.metrics['final_val_loss']:.4f}" in result.stdout
+    assert f"final val loss {best.data.metrics['result/val_loss']:.4f}" in result.stdout
+
+
+def test_the_registered_best_model_samples_as_the_best_run_does(generated, tiny_project):
+    out, result = generated
+    registered = run_cli("generate.py", "--model", "models:/t1@best", "--num", "4", "--max-new-tokens", "400",
+                         "--out", str(tiny_project / "gen-registered"), cwd=tiny_project)
+    assert registered.returncode == 0, registered.stderr[-2000:]
+    run_id = result.stdout.split("run ", 1)[1].split(" ", 1)[0]
+    assert f"run {run_id} " in registered.stdout
+    assert sample_texts(tiny_project / "gen-registered") == sample_texts(out)
+    for bad, said in (("models:/t1@nope", "no registered model 't1' with alias 'nope'"),
+                      ("models:/t1", "expected models:/NAME@ALIAS")):
+        refused = run_cli("generate.py", "--model", bad, cwd=tiny_project)
+        assert refused.returncode == 2 and said in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_samples_are_written_judged_and_rendered_when_valid(generated):
@@ -86,7 +101,7 @@ def test_samples_and_metrics_are_logged_to_the_run(generated, tiny_project):
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     for key in ("valid_fraction", "n_valid", "n_samples", "test_valid_fraction", "samples_mean_pitch_class_entropy",
                 "samples_mean_copy_share", "test_bar_match_share"):
-        assert run.data.metrics[key] == pytest.approx(metrics[key]), key
+        assert run.data.metrics[samples_key(key)] == pytest.approx(metrics[key]), key
     logged = {Path(f.path).name for f in client.list_artifacts(run_id, "samples")}
     assert {"generated_samples.txt", "index.html", "metrics.json", "sample_1.abc"} <= logged
 
@@ -133,8 +148,8 @@ def test_sweep_mode_logs_validity_per_run_and_plots_it_against_n(tiny_sweep, tin
     experiment = client.get_experiment_by_name("t1")
     for run in client.search_runs([experiment.experiment_id]):
         if run.data.tags.get("abcmusic.kind") == "trial":
-            assert run.data.metrics["n_samples"] >= 2
-            assert "valid_fraction" in run.data.metrics
+            assert run.data.metrics["samples/n_samples"] >= 2
+            assert "samples/valid_fraction" in run.data.metrics
         else:
             assert "validity.png" in {Path(f.path).name for f in client.list_artifacts(run.info.run_id)}
 

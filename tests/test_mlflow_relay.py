@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from abcmusic.sweep.mlflow_relay import MlflowRelay
-from abcmusic.tracking import mlflow_store
+from abcmusic.tracking import mlflow_store, model_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,16 +29,22 @@ def test_the_relay_logs_metrics_nodes_files_and_finds_the_same_run_again(relay_a
     relay.log_metrics(run_id, {"train_loss": 2.0}, step=200)
     relay.add_node(run_id, "node-a")
     relay.add_node(run_id, "node-b")
-    relay.log_files(run_id, {"config.json": b"{}\n", "model.pt": b"\x00\x01"}, "model")
+    files = {"config.json": b"{}\n", "model.pt": b"\x00\x01", "vocab.json": b"{}\n"}
+    model_id = relay.log_model(run_id, experiment_id, "gpt-tiny", files, {"arch": "gpt"}, step=200)
     relay.finish_run(run_id, "FINISHED")
 
     client = mlflow_store.client(uri)
     run = client.get_run(run_id)
-    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")] == [(100, 2.5), (200, 2.0)]
+    # logged under its sectioned key: the chart view's first section, the loss curves
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "loss/train")] == [(100, 2.5), (200, 2.0)]
+    assert "train_loss" not in run.data.metrics
     assert run.data.tags[mlflow_store.NODES_TAG] == "node-a,node-b"
     assert run.info.status == "FINISHED"
-    downloaded = Path(client.download_artifacts(run_id, "model", str(tmp_path / "down")))
-    assert (downloaded / "model.pt").read_bytes() == b"\x00\x01"
+    assert [(output.model_id, output.step) for output in run.outputs.model_outputs] == [(model_id, 200)]
+    found = model_registry.run_models(uri, [experiment_id])[run_id]
+    assert found.model_id == model_id and client.get_logged_model(model_id).params == {"arch": "gpt"}
+    downloaded = found.download(uri, str(tmp_path / "down"))
+    assert {p.name: p.read_bytes() for p in downloaded.iterdir()} == files
     assert relay.find_or_create_run(experiment_id, "gpt-tiny", {"arch": "gpt"}) == run_id
 
 
@@ -46,7 +52,7 @@ def test_a_failed_progress_log_fails_the_next_awaited_call_once(relay_and_run):
     relay, run_id, _uri, _experiment_id = relay_and_run
     relay.log_metrics("no-such-run", {"train_loss": 1.0}, step=1)  # nobody waits on this call: it must not raise
     with pytest.raises(RuntimeError, match="MLflow logging failed"):
-        relay.log_files("no-such-run", {"a.txt": b"a"}, "model")
+        relay.log_model("no-such-run", "0", "gpt-tiny", {"a.txt": b"a"}, {}, step=1)
     relay.log_metrics(run_id, {"train_loss": 1.0}, step=1)
     relay.finish_run(run_id, "FINISHED")  # the other run's failure is not this one's
 
@@ -72,11 +78,11 @@ def test_replayed_steps_are_logged_once_even_by_a_new_relay(relay_and_run):
     restarted.log_metrics(run_id, {"tokens_seen": 500, "test_loss": 2.45}, 500)  # a new metric at the same step
 
     client = mlflow_store.client(uri)
-    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "train_loss")]
+    history = [(m.step, m.value) for m in client.get_metric_history(run_id, "loss/train")]
     assert history == [(100, 2.9), (200, 2.8), (300, 2.7), (400, 2.6), (500, 2.5)]
-    assert [m.step for m in client.get_metric_history(run_id, "tokens_seen")] == [100, 200, 300, 400, 500]
-    assert len(client.get_metric_history(run_id, "test_loss")) == 1
-    assert len(client.get_metric_history(run_id, "final_val_loss")) == 1
+    assert [m.step for m in client.get_metric_history(run_id, "progress/tokens_seen")] == [100, 200, 300, 400, 500]
+    assert len(client.get_metric_history(run_id, "result/test_loss")) == 1
+    assert len(client.get_metric_history(run_id, "result/val_loss")) == 1
 
 
 def test_a_sweeps_experiment_is_marked_as_model_training_even_when_an_older_version_made_it(tmp_path):

@@ -30,6 +30,7 @@ import pytest
 import torch
 
 from abcmusic.models.registry import build_model
+from abcmusic.tracking import model_registry
 from conftest import REPO_ROOT, cli_env, run_cli, write_tiny_spec_with_compiled_gpt
 
 pytestmark = pytest.mark.integration
@@ -201,7 +202,8 @@ def run_nodes(run) -> list[str]:
 
 
 def assert_model_loads(client, run, target: Path) -> None:
-    model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(target)))
+    uri = client.tracking_uri
+    model_dir = model_registry.run_models(uri, [run.info.experiment_id])[run.info.run_id].download(uri, str(target))
     config = json.loads((model_dir / "config.json").read_text())
     model = build_model(config["arch"], config["model"])
     model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
@@ -294,8 +296,8 @@ def test_a_sweep_places_trials_on_worker_nodes_by_their_resources(sim_cluster, t
     used = set()
     for name, run in runs.items():
         assert run.info.status == "FINISHED", name
-        assert {"final_val_loss", "test_loss", "mfu"} <= set(run.data.metrics), name
-        assert run.data.metrics["tokens_seen"] == 20000 // TOKENS_PER_STEP * TOKENS_PER_STEP
+        assert {"result/val_loss", "result/test_loss", "perf/mfu"} <= set(run.data.metrics), name
+        assert run.data.metrics["progress/tokens_seen"] == 20000 // TOKENS_PER_STEP * TOKENS_PER_STEP
         nodes = run_nodes(run)
         # one node per trial (no failover), and it is a fake_gpu worker node: never the head, which has none
         assert len(nodes) == 1 and nodes[0] in sim_cluster.workers, (name, nodes, sim_cluster.head_id)
@@ -323,7 +325,7 @@ def test_a_trial_that_compiles_on_a_node_without_its_compiler_fails_and_says_so(
             "kernels ($CXX=no-such-cxx is not found) on ") in result.stdout, result.stdout[-3000:]
     assert "sweep.py: 1 trial(s) failed" in result.stderr, result.stderr[-3000:]
     run = trial_runs(tiny_project, "mn-compile")["gpt-g1-lr0.003-s0"]
-    assert "tokens_seen" not in run.data.metrics  # it failed before its first step
+    assert "progress/tokens_seen" not in run.data.metrics  # it failed before its first step
 
 
 def read_json(path: Path) -> dict | None:
@@ -382,14 +384,14 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
     client = mlflow_client(tiny_project)
     assert run.info.status == "FINISHED"
     budget = FAILOVER_TOKENS // TOKENS_PER_STEP * TOKENS_PER_STEP
-    assert run.data.metrics["tokens_seen"] == budget
-    assert {"final_val_loss", "test_loss", "mfu"} <= set(run.data.metrics)
+    assert run.data.metrics["progress/tokens_seen"] == budget
+    assert {"result/val_loss", "result/test_loss", "perf/mfu"} <= set(run.data.metrics)
     assert_model_loads(client, run, tiny_project / "dl" / sweep)
     nodes = run_nodes(run)
     assert len(nodes) == 2 and nodes[0] == victim and nodes[1] != victim, nodes
     assert nodes[1] in sim_cluster.workers  # the surviving fake_gpu node, not the head
 
-    history = client.get_metric_history(run.info.run_id, "tokens_seen")
+    history = client.get_metric_history(run.info.run_id, "progress/tokens_seen")
     tokens = [m.value for m in sorted(history, key=lambda m: m.step)]
     # Logged before the kill, and every point exactly once although the second attempt replayed the steps after
     # its checkpoint; in step order the counts only grow.
@@ -397,11 +399,11 @@ def test_a_killed_worker_node_fails_over_and_training_resumes_from_its_checkpoin
     assert len(tokens) == len(set(tokens)) and tokens == sorted(tokens) and tokens[-1] == budget
     # The second attempt started from the committed checkpoint seen before the kill (or a later one), not from
     # zero, and said so.
-    resumed = client.get_metric_history(run.info.run_id, "resumed_at_tokens")
+    resumed = client.get_metric_history(run.info.run_id, "progress/resumed_at_tokens")
     assert len(resumed) == 1 and checkpoint <= resumed[0].value < budget, ([m.value for m in resumed], checkpoint)
     after = [m for m in history if m.timestamp > dead_at * 1000 and m.value > resumed[0].value]
     assert after, "nothing logged after the resume"
-    final_history = client.get_metric_history(run.info.run_id, "final_val_loss")
+    final_history = client.get_metric_history(run.info.run_id, "result/val_loss")
     assert len(final_history) == 1  # the trial finished once
     storage_checks(tiny_project, bucket, sweep, {trial})
     print(f"failover: node killed in {dead_at - killed_at:.1f} s; the trial's worker started on another node "
@@ -448,9 +450,9 @@ def test_a_killed_sweep_driver_resumes_on_the_cluster_without_rerunning_or_dupli
     assert set(runs) == TINY_TRIALS  # one run per trial: none created twice
     for name, run in runs.items():
         assert run.info.status == "FINISHED", name
-        assert run.data.metrics["tokens_seen"] == DRIVER_KILL_TOKENS // TOKENS_PER_STEP * TOKENS_PER_STEP, name
-        assert len(client.get_metric_history(run.info.run_id, "final_val_loss")) == 1, f"{name} finished twice"
-        for key in ("tokens_seen", "train_loss", "val_loss"):
+        assert run.data.metrics["progress/tokens_seen"] == DRIVER_KILL_TOKENS // TOKENS_PER_STEP * TOKENS_PER_STEP, name
+        assert len(client.get_metric_history(run.info.run_id, "result/val_loss")) == 1, f"{name} finished twice"
+        for key in ("progress/tokens_seen", "loss/train", "loss/val"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert steps and len(steps) == len(set(steps)), (name, key, steps)  # nothing logged twice
         assert all(node in sim_cluster.workers for node in run_nodes(run)), name

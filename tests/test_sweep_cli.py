@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from abcmusic.models.registry import build_model
+from abcmusic.tracking import model_registry
+from abcmusic.tracking.metric_names import TRIAL_KEYS, mlflow_key, read_metric
 from conftest import REPO_ROOT, cli_env, run_cli, write_tiny_spec_with_compiled_gpt
 
 pytestmark = pytest.mark.integration
@@ -25,6 +27,10 @@ TINY_TRIALS = {"gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0", "lstm-l1-lr0.003-s0"}
 @pytest.fixture
 def workdir(tiny_project) -> Path:
     return tiny_project
+
+
+def uri_of(workdir: Path) -> str:
+    return f"sqlite:///{workdir / 'mlflow.db'}"
 
 
 def mlflow_runs(workdir: Path, experiment: str) -> list:
@@ -52,11 +58,14 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
                     "lr", "precision", "dataset", "dataset_hash", "seed"):
             assert key in params, f"{name} lacks param {key}"
         assert int(params["params_non_embedding"]) < int(params["params_total"])
-        metrics = run.data.metrics
+        # every metric under a section of the chart view; the loss curves' sorts first
+        assert all("/" in key for key in run.data.metrics), sorted(run.data.metrics)
+        assert min(key.split("/")[0] for key in run.data.metrics) == "loss"
+        metrics = {name: read_metric(run.data.metrics, name) for name in TRIAL_KEYS}
         for key in ("train_loss", "val_loss", "final_val_loss", "test_loss", "tokens_seen", "tokens_per_s", "lr",
                     "mfu", "peak_flops", "setup_seconds", "ray_setup_seconds", "resource_wait_seconds",
                     "teardown_seconds"):
-            assert key in metrics, f"{name} lacks metric {key}"
+            assert mlflow_key(key) in run.data.metrics, f"{name} lacks metric {mlflow_key(key)}"
         assert 0 < metrics["mfu"] < 1.5
         assert 0 <= metrics["resource_wait_seconds"] < metrics["setup_seconds"]
         assert 0 < metrics["ray_setup_seconds"] < metrics["setup_seconds"]
@@ -67,7 +76,7 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
             assert tokens > 0 and tokens % int(params["context"]) == 0
         assert 0 < metrics["final_val_loss_se"] < 0.1 * metrics["final_val_loss"]
         assert 0 < metrics["test_loss_se"] < 0.1 * metrics["test_loss"]
-        history = client.get_metric_history(run.info.run_id, "val_loss")
+        history = client.get_metric_history(run.info.run_id, "loss/val")
         assert len(history) >= 3 and history[-1].value < history[0].value  # it learned
         # what it trained on, as an MLflow dataset input: the manifest's fingerprint as digest, a profile
         (dataset_input,) = run.inputs.dataset_inputs
@@ -80,7 +89,7 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert {tag.key: tag.value for tag in dataset_input.tags} == {"mlflow.data.context": "training"}
         # tiny.yaml's wsd schedule: cooldown branches at a quarter and half the budget and the run's own end
         assert params["schedule"] == "wsd" and params["budgets"] == f"{9 * 512},{19 * 512},{39 * 512}"
-        cells = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"cell/{key}")]
+        cells = {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, f"scaling/{key}")]
                  for key in ("val_loss", "test_loss", "tokens", "flops", "epochs")}
         assert [step for step, _ in cells["val_loss"]] == [9 * 512, 19 * 512, 39 * 512]
         assert cells["val_loss"][2][1] == metrics["final_val_loss"] < cells["val_loss"][0][1]
@@ -89,7 +98,13 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert metrics["tokens_trained"] == (39 + (9 - 7) + (19 - 15)) * 512  # the run and the branches' cooldowns
         assert [m.step for m in history] == sorted(m.step for m in history)
 
-        model_dir = Path(client.download_artifacts(run.info.run_id, "model", str(workdir / "dl" / name)))
+        # the final model: a logged model of the run (the runs table's Models column), files only
+        (output,) = run.outputs.model_outputs
+        logged = client.get_logged_model(output.model_id)
+        assert (logged.name, logged.source_run_id) == (name.replace(".", "_"), run.info.run_id)
+        assert output.step == metrics["tokens_seen"]
+        model_dir = model_registry.run_models(uri_of(workdir), [run.info.experiment_id])[run.info.run_id].download(
+            uri_of(workdir), str(workdir / "dl" / name))
         config = json.loads((model_dir / "config.json").read_text())
         model = build_model(config["arch"], config["model"])
         model.load_state_dict(torch.load(model_dir / "model.pt", weights_only=True))
@@ -121,13 +136,19 @@ def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, work
     assert (workdir / "results" / "t1" / "scaling.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs, client = mlflow_runs(workdir, "t1")
     summaries = [r for r in runs if r.data.tags.get("abcmusic.kind") == "summary"]
-    assert len(summaries) == 1 and "gpt_alpha" in summaries[0].data.metrics
+    assert len(summaries) == 1 and "scaling_law/gpt/alpha" in summaries[0].data.metrics
     # one parent per sweep: the trials' runs are nested under the summary run, which the fit finishes
     trials = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {summaries[0].info.run_id}
     assert summaries[0].info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
-    assert {"fit.json", "scaling.png"} <= artifacts
+    assert {"fit.json", "scaling.png", "loss_curves.png", "gpt_loss_vs_n.png"} <= artifacts
+    # the best run's model, registered under the sweep's name
+    best = min(trials, key=lambda r: r.data.metrics["result/val_loss"])
+    version = client.get_model_version_by_alias("t1", "best")
+    assert version.run_id == best.info.run_id
+    assert version.source == f"models:/{best.outputs.model_outputs[0].model_id}"
+    assert f"registered as models:/t1@best (version {version.version})" in finished_sweep.stdout
     assert "gpt at the largest budget: L = " in finished_sweep.stdout
     # 2 GPT sizes x 3 budgets: the joint law's 5 parameters and its scatter just fit, but nothing is left to predict
     # a held-out size from; the single LSTM size cannot separate N from D.
@@ -248,7 +269,7 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
     assert all(r.info.status == "FINISHED" for r in trials)
     for name, run_id in finished_before.items():
         # a rerun would have logged the final metrics a second time
-        assert len(client.get_metric_history(run_id, "final_val_loss")) == 1, f"{name} was rerun"
+        assert len(client.get_metric_history(run_id, "result/val_loss")) == 1, f"{name} was rerun"
     for run in trials:
         name = run.info.run_name
         cell_tokens = [int(tokens) for tokens in run.data.params["budgets"].split(",")]
@@ -257,7 +278,7 @@ def test_resume_after_a_killed_driver_reruns_nothing_finished(workdir):
         assert not rerun, f"{name}: cells {rerun} finished before the kill were trained again"
     for run in trials:
         # An interrupted trial replays the steps after its checkpoint: each point is still logged once.
-        for key in ("tokens_seen", "train_loss", "val_loss"):
+        for key in ("progress/tokens_seen", "loss/train", "loss/val"):
             steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
             assert steps and len(steps) == len(set(steps)), (run.info.run_name, key, steps)
     # Checkpoints went to the storage, not to a node-local folder.
@@ -274,8 +295,8 @@ def test_a_trial_with_two_workers_trains_with_ddp(workdir):
     (trial,) = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
     assert trial.info.status == "FINISHED" and trial.data.params["workers"] == "2"
     # the budget counts both workers' sequences: steps x batch (8, 4 per worker) x context
-    assert trial.data.metrics["tokens_seen"] == 20000 // (8 * 64) * 8 * 64
-    history = client.get_metric_history(trial.info.run_id, "val_loss")
+    assert trial.data.metrics["progress/tokens_seen"] == 20000 // (8 * 64) * 8 * 64
+    history = client.get_metric_history(trial.info.run_id, "loss/val")
     assert history[-1].value < history[0].value
 
 

@@ -29,6 +29,7 @@ from abcmusic.generate.sampling import SamplingConfig, lead_ins, sample
 from abcmusic.publish import publish_dir, remove_stale_staging, staging_dir
 from abcmusic.tools import require
 from abcmusic.tracking import mlflow_store
+from abcmusic.tracking.metric_names import samples_key
 
 SAMPLES_ARTIFACT = "samples"
 
@@ -36,7 +37,7 @@ SAMPLES_ARTIFACT = "samples"
 @dataclass(frozen=True)
 class GenerateOptions:
     project_dir: Path
-    run: str = "best"  # "best" or an MLflow run id
+    run: str = "best"  # "best", an MLflow run id, or a registered model's models:/NAME@ALIAS
     sweep: str | None = None  # restrict --run best to this sweep (MLflow experiment)
     num: int = 12  # half unconditional (rounded up), half conditional
     prompts_file: Path | None = None
@@ -235,7 +236,7 @@ def generate_for_run(loaded: LoadedModel, options: GenerateOptions, reference: R
 
 
 def log_to_mlflow(uri: str, info: RunInfo, out_dir: Path, metrics: dict[str, float]) -> None:
-    mlflow_store.log_metrics(uri, info.run_id, metrics, step=0)
+    mlflow_store.log_metrics(uri, info.run_id, {samples_key(name): value for name, value in metrics.items()}, step=0)
     mlflow_store.log_artifacts(uri, info.run_id, out_dir, SAMPLES_ARTIFACT)
 
 

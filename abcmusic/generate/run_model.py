@@ -1,4 +1,5 @@
-"""Find a sweep's trained model in MLflow (the best run, or a named one) and rebuild it from the run's artifact alone."""
+"""Find a sweep's trained model in MLflow (the best run, a named run, or a registered model such as models:/demo@best)
+and rebuild it from its three files alone."""
 
 from __future__ import annotations
 
@@ -15,11 +16,10 @@ from abcmusic.data.vocab import Vocabulary
 from abcmusic.errors import UserError, first_line
 from abcmusic.models import LanguageModel
 from abcmusic.models.registry import build_model
-from abcmusic.tracking import mlflow_store
+from abcmusic.tracking import mlflow_store, model_registry
+from abcmusic.tracking.metric_names import read_metric
+from abcmusic.tracking.model_registry import RunModel
 from abcmusic.tracking.trial_record import TrialRecord
-
-MODEL_ARTIFACT = "model"  # the folder sweep trials log: model.pt (state dict), config.json, vocab.json
-
 
 @dataclass(frozen=True)
 class RunInfo:
@@ -31,6 +31,7 @@ class RunInfo:
     params_non_embedding: int
     final_val_loss: float
     dataset: str  # the prepared dataset the run trained on (its test split gives prompts and the reference)
+    model: RunModel  # where its model's files are
 
 
 @dataclass
@@ -41,15 +42,14 @@ class LoadedModel:
     config: dict[str, Any]  # config.json: arch, size, model fields, train fields
 
 
-def run_info(run, experiment_name: str) -> RunInfo:
+def run_info(run, experiment_name: str, model: RunModel) -> RunInfo:
     try:
         record = TrialRecord.from_params(run.data.params)
     except KeyError as missing:
         raise UserError(f"run {run.info.run_id} ({run.info.run_name}) is not a trial of an abcmusic sweep: it has no "
                         f"parameter {missing}") from None
     return RunInfo(run.info.run_id, run.info.run_name, experiment_name, record.arch, record.size,
-                   record.params_non_embedding, float(run.data.metrics.get("final_val_loss", math.nan)),
-                   record.dataset)
+                   record.params_non_embedding, read_metric(run.data.metrics, "final_val_loss"), record.dataset, model)
 
 
 def _experiments(uri: str, sweep: str | None) -> list:
@@ -62,24 +62,23 @@ def _experiments(uri: str, sweep: str | None) -> list:
     return list(mlflow_client.search_experiments())
 
 
-def has_model(uri: str, run_id: str) -> bool:
-    names = {Path(f.path).name for f in mlflow_store.client(uri).list_artifacts(run_id, MODEL_ARTIFACT)}
-    return {"model.pt", "config.json", "vocab.json"} <= names
-
-
 def finished_runs_with_models(uri: str, sweep: str | None) -> list[RunInfo]:
-    """Every finished trial run with a final validation loss and a model artifact, lowest loss first."""
+    """Every finished trial run with a final validation loss and a model, lowest loss first."""
     candidates = []
     for experiment in _experiments(uri, sweep):
+        models = model_registry.run_models(uri, [experiment.experiment_id])
         for run in mlflow_store.finished_trial_runs(uri, experiment.experiment_id):
-            info = run_info(run, experiment.name)
-            if math.isfinite(info.final_val_loss) and has_model(uri, info.run_id):
-                candidates.append(info)
+            if not math.isfinite(read_metric(run.data.metrics, "final_val_loss")):
+                continue
+            model = models.get(run.info.run_id) or model_registry.legacy_run_model(uri, run.info.run_id)
+            if model is not None:
+                candidates.append(run_info(run, experiment.name, model))
     return sorted(candidates, key=lambda info: info.final_val_loss)
 
 
 def find_run(uri: str, run: str, sweep: str | None) -> RunInfo:
-    """`best`: the finished run with a model and the lowest final validation loss; otherwise the run with that id."""
+    """`best`: the finished run with a model and the lowest final validation loss; `models:/NAME@ALIAS`: the run
+    of that registered model version; otherwise the run with that id."""
     if run == "best":
         candidates = finished_runs_with_models(uri, sweep)
         if not candidates:
@@ -88,24 +87,28 @@ def find_run(uri: str, run: str, sweep: str | None) -> RunInfo:
         return candidates[0]
     from mlflow.exceptions import MlflowException
 
+    registered = model_registry.resolve(uri, run) if run.startswith("models:/") else None
+    run_id = registered.run_id if registered else run
     mlflow_client = mlflow_store.client(uri)
     try:
-        found = mlflow_client.get_run(run)
+        found = mlflow_client.get_run(run_id)
     except MlflowException:
         raise UserError(f"no MLflow run with id {run!r} in {uri} (use --run best, or an id from the MLflow UI)") from None
     experiment = mlflow_client.get_experiment(found.info.experiment_id)
     if found.data.tags.get(mlflow_store.KIND_TAG) != "trial":
         raise UserError(f"run {run} is not a trial run of a sweep; it has no model")
-    if not has_model(uri, run):
-        raise UserError(f"run {run} ({found.info.run_name}) has no model artifact; it did not finish training")
-    return run_info(found, experiment.name)
+    model = (registered or model_registry.run_models(uri, [found.info.experiment_id]).get(run_id)
+             or model_registry.legacy_run_model(uri, run_id))
+    if model is None:
+        raise UserError(f"run {run} ({found.info.run_name}) has no model; it did not finish training")
+    return run_info(found, experiment.name, model)
 
 
 def load_model(uri: str, info: RunInfo, device: torch.device | str = "cpu") -> LoadedModel:
-    """The run's model rebuilt from its artifact: config.json, vocab.json and weights loaded without unpickling."""
+    """The run's model rebuilt from its files: config.json, vocab.json and weights loaded without unpickling."""
     with tempfile.TemporaryDirectory() as directory:
         try:
-            local = Path(mlflow_store.client(uri).download_artifacts(info.run_id, MODEL_ARTIFACT, directory))
+            local = info.model.download(uri, directory)
             config = json.loads((local / "config.json").read_text())
             vocab = Vocabulary.load(local / "vocab.json")
             state = torch.load(local / "model.pt", weights_only=True, map_location="cpu")

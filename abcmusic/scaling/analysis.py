@@ -18,8 +18,9 @@ from abcmusic.scaling.fit import fit_power_law, json_safe
 from abcmusic.scaling.joint import PARAM_NAMES
 from abcmusic.scaling.ladder import analyze_architecture
 from abcmusic.scaling.ladder_plot import plot_frontier, plot_held_out, plot_loss_against_d, plot_loss_against_n
-from abcmusic.scaling.plot import plot_scaling
-from abcmusic.tracking import mlflow_store
+from abcmusic.scaling.plot import plot_loss_curves, plot_scaling
+from abcmusic.tracking import mlflow_store, model_registry
+from abcmusic.tracking.metric_names import cell_history_keys, law_key, mlflow_key, read_metric
 from abcmusic.tracking.trial_record import TrialRecord
 
 
@@ -44,18 +45,20 @@ def trial_cells(uri: str, run, convention: str) -> list[TrialCell]:
     record = TrialRecord.from_params(run.data.params)
     n = float(record.n(convention))
     client = mlflow_store.client(uri)
-    histories = {key: {m.step: m.value for m in client.get_metric_history(run.info.run_id, f"cell/{key}")}
+    # A sweep resumed across the renaming of the keys has a cell's values under either key.
+    histories = {key: {m.step: m.value for history_key in cell_history_keys(key)
+                       for m in client.get_metric_history(run.info.run_id, history_key)}
                  for key in CELL_KEYS}
     metrics = run.data.metrics
     if not histories["val_loss"]:
-        final_val_loss = metrics.get("final_val_loss", math.nan)
+        final_val_loss = read_metric(metrics, "final_val_loss")
         if not math.isfinite(final_val_loss):
             return []
-        d = metrics.get("tokens_seen", record.tokens)
+        d = read_metric(metrics, "tokens_seen", record.tokens)
         # Such runs logged no FLOPs; their MFU and throughput give the model's FLOPs per token.
-        flops_per_token = (metrics.get("mfu", math.nan) * metrics.get("peak_flops", math.nan) * record.workers
-                           / metrics.get("tokens_per_s", math.nan))
-        histories = {"val_loss": {d: final_val_loss}, "val_loss_se": {d: metrics.get("final_val_loss_se", math.nan)},
+        flops_per_token = (read_metric(metrics, "mfu") * read_metric(metrics, "peak_flops") * record.workers
+                           / read_metric(metrics, "tokens_per_s"))
+        histories = {"val_loss": {d: final_val_loss}, "val_loss_se": {d: read_metric(metrics, "final_val_loss_se")},
                      "flops": {d: flops_per_token * d}, "epochs": {d: math.nan}}
     return [TrialCell(record.arch, record.lr,
                       Cell(size=record.size, n=n, d=float(d), loss=loss,
@@ -88,8 +91,40 @@ def largest_budget_points(cells: list[Cell]) -> list[tuple[float, float]]:
     return [(cell.n, cell.loss) for cell in cells if round(cell.d) == largest]
 
 
-def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], None] = print) -> dict:
-    """Fit the sweep's laws from its finished MLflow runs alone; log a summary run and write results/NAME/.
+def loss_curves(uri: str, runs: list, convention: str) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Each run's validation-loss curve (the fixed sample at every evaluation point), per architecture, smallest
+    model first: architecture -> "SIZE lr RATE" -> (tokens, loss)."""
+    client = mlflow_store.client(uri)
+    curves: dict[str, list[tuple[float, str, list[tuple[float, float]]]]] = defaultdict(list)
+    for run in runs:
+        record = TrialRecord.from_params(run.data.params)
+        points = {m.step: m.value for key in (mlflow_key("val_loss"), "val_loss")
+                  for m in client.get_metric_history(run.info.run_id, key)}
+        if points:
+            label = f"{record.size} lr {record.lr:.2g}" + (f" seed {record.seed}" if record.seed else "")
+            curves[record.arch].append((record.n(convention), label, sorted(points.items())))
+    return {arch: {label: points for _, label, points in sorted(trials)} for arch, trials in curves.items()}
+
+
+def register_best_model(uri: str, name: str, runs: list, alias: str) -> tuple[str, str] | None:
+    """Register the model of the run with the lowest final validation loss as models:/NAME@ALIAS; (its run name,
+    the version), or None when no finished run has a model."""
+    if not runs:
+        return None
+    models = model_registry.run_models(uri, list({run.info.experiment_id for run in runs}))
+    ranked = sorted((read_metric(run.data.metrics, "final_val_loss"), run.info.run_name, run.info.run_id)
+                    for run in runs if math.isfinite(read_metric(run.data.metrics, "final_val_loss")))
+    for _loss, run_name, run_id in ranked:
+        model = models.get(run_id) or model_registry.legacy_run_model(uri, run_id)
+        if model is not None:
+            return run_name, model_registry.register(uri, name, model, alias)
+    return None
+
+
+def analyze(name: str, project_dir: Path, convention: str, model_alias: str = "best",
+            log: Callable[[str], None] = print) -> dict:
+    """Fit the sweep's laws from its finished MLflow runs alone; log them and their figures on the sweep's parent
+    run, register the best model as models:/NAME@MODEL_ALIAS, and write results/NAME/.
 
     Per architecture: L(N) at the largest budget (the seed study's fit, in scaling.png) and, where the cells span
     enough sizes and budgets, the joint law with its held-out predictions, frontier and IsoFLOP profiles."""
@@ -126,6 +161,9 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
     if fits:
         plot_scaling(fits, {a: points[a] for a in fits}, out_dir / "scaling.png",
                      parameter_label=f"{convention.replace('_', '-')} parameters N")
+    curves = loss_curves(uri, runs, convention)
+    if curves:
+        plot_loss_curves(curves, out_dir / "loss_curves.png")
     for arch, law in laws.items():
         plot_loss_against_n(law, cells[arch], out_dir / f"{arch}_loss_vs_n.png", title=arch)
         plot_loss_against_d(law, cells[arch], out_dir / f"{arch}_loss_vs_d.png", title=arch)
@@ -136,23 +174,24 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
     metrics = {}
     for arch, fit in fits.items():
         chosen = fit.chosen_fit
-        metrics |= {f"{arch}_alpha": chosen.alpha, f"{arch}_alpha_ci_low": chosen.alpha_ci_low,
-                    f"{arch}_alpha_ci_high": chosen.alpha_ci_high, f"{arch}_a": chosen.a, f"{arch}_c": chosen.c,
-                    f"{arch}_r2": chosen.r2}
+        metrics |= {law_key(arch, "alpha"): chosen.alpha, law_key(arch, "alpha_ci_low"): chosen.alpha_ci_low,
+                    law_key(arch, "alpha_ci_high"): chosen.alpha_ci_high, law_key(arch, "a"): chosen.a,
+                    law_key(arch, "c"): chosen.c, law_key(arch, "r2"): chosen.r2}
     for arch, law in laws.items():
-        metrics |= {f"{arch}_joint_{param}": getattr(law.fit.params, param) for param in PARAM_NAMES}
+        metrics |= {law_key(arch, f"joint_{param}"): getattr(law.fit.params, param) for param in PARAM_NAMES}
         for test in law.held_out:
             if test.cells:
                 worst = max(abs(cell.error_percent) for cell in test.cells)
                 label = test.name.replace(" ", "_")
-                metrics[f"{arch}_heldout_{label}_max_abs_error_percent"] = worst
+                metrics[law_key(arch, f"heldout_{label}_max_abs_error_percent")] = worst
                 if test.has_intervals:
-                    metrics[f"{arch}_heldout_{label}_inside_fraction"] = test.n_inside / len(test.cells)
+                    metrics[law_key(arch, f"heldout_{label}_inside_fraction")] = test.n_inside / len(test.cells)
     metrics = {key: value for key, value in metrics.items() if math.isfinite(value)}
     if metrics:
         mlflow_store.log_metrics(uri, run_id, metrics, step=0)
     mlflow_store.log_artifacts(uri, run_id, out_dir)
     mlflow_store.finish_run(uri, run_id)
+    registered = register_best_model(uri, name, runs, model_alias)
     for arch, law in laws.items():
         log(f"{arch}: the law L(N, D) from {law.n_cells} cells")
         for line in law.report_lines():
@@ -168,5 +207,8 @@ def analyze(name: str, project_dir: Path, convention: str, log: Callable[[str], 
                                                           if fit.offset_near_min_loss else ""))
     for arch, reason in skipped.items():
         log(f"{arch}: not fitted: {reason}")
+    if registered is not None:
+        log(f"best model: run {registered[0]}, registered as models:/{model_registry.model_name(name)}@{model_alias}"
+            f" (version {registered[1]})")
     log(f"fit and plots: {out_dir}/fit.json, {out_dir}/*.png; MLflow: mlflow ui --backend-store-uri {uri}")
     return summary

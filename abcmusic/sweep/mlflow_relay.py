@@ -5,6 +5,8 @@ cluster the tracking server can listen on the head's localhost. Train workers al
 2 s of CPU per trial on a small machine). Calls from one worker run in the order it made them: progress is
 sent without waiting, and the worker waits only for its final upload, which also reports any earlier failure.
 
+Metrics arrive under the training code's names and are logged under their sectioned MLflow keys (metric_names).
+
 A trial that resumes from a checkpoint replays the steps after it: the relay logs each metric at a step only if
 that metric has no value at this or a later step yet, so a failover or a resumed sweep neither duplicates nor
 drops a point (the values first logged are kept).
@@ -17,7 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from abcmusic.tracking import mlflow_store
+from abcmusic.tracking import mlflow_store, model_registry
+from abcmusic.tracking.metric_names import mlflow_metrics
 from abcmusic.tracking.trial_record import DatasetRecord
 
 
@@ -45,7 +48,8 @@ class MlflowRelay:
         if run_id not in self.last_steps:  # first seen by this relay: the run may hold a resumed trial's points
             self.last_steps[run_id] = mlflow_store.last_logged_steps(self.uri, run_id)
         last = self.last_steps[run_id]
-        new = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and step > last.get(k, -1)}
+        new = {k: v for k, v in mlflow_metrics(metrics).items()
+               if isinstance(v, (int, float)) and step > last.get(k, -1)}
         if new:
             mlflow_store.log_metrics(self.uri, run_id, new, step)
             last.update(dict.fromkeys(new, step))
@@ -53,14 +57,16 @@ class MlflowRelay:
     def add_node(self, run_id: str, node_id: str) -> None:
         self._keep_error(run_id, mlflow_store.add_node, self.uri, run_id, node_id)
 
-    def log_files(self, run_id: str, files: dict[str, bytes], artifact_path: str) -> None:
-        """Log `files` (name -> content) under `artifact_path`; raise if anything logged for the run failed."""
+    def log_model(self, run_id: str, experiment_id: str, name: str, files: dict[str, bytes], params: dict[str, str],
+                  step: int) -> str:
+        """Log `files` (name -> content) as the run's model; its id. Raises if anything logged for the run failed."""
         self._raise_kept_error(run_id)
-        with tempfile.TemporaryDirectory(prefix="abcmusic-artifacts-") as directory:
-            for name, content in files.items():
-                (Path(directory) / name).write_bytes(content)
-            mlflow_store.log_artifacts(self.uri, run_id, Path(directory), artifact_path)
+        with tempfile.TemporaryDirectory(prefix="abcmusic-model-") as directory:
+            for file_name, content in files.items():
+                (Path(directory) / file_name).write_bytes(content)
+            model_id = model_registry.log_model(self.uri, experiment_id, run_id, name, Path(directory), params, step)
         self.uploaded_at[run_id] = time.time()
+        return model_id
 
     def upload_finished_at(self, run_id: str) -> float | None:
         """When the run's last files were logged: the trial function times Ray Train's teardown from it."""

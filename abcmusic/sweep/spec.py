@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,15 @@ class SweepSpec:
     resources: ResourceSpec = field(default_factory=ResourceSpec)
     seeds: int = 1
     param_convention: str = "non_embedding"  # which parameter count the fit uses (Kaplan et al. use non-embedding)
+    model_alias: str = "best"  # the sweep's best model is registered as models:/SWEEP@ALIAS
 
     def __post_init__(self) -> None:
         if self.seeds <= 0:
             raise ValueError("seeds must be positive")
+        # MLflow refuses "latest" and version-like aliases ("v3"), which it reads as version numbers.
+        if not re.fullmatch(r"[A-Za-z][\w-]*", self.model_alias) or re.fullmatch(r"(?i)latest|v\d+",
+                                                                               self.model_alias):
+            raise ValueError(f"model_alias {self.model_alias!r}: a name such as best or final (not latest or v1)")
         if self.param_convention not in PARAM_CONVENTIONS:
             raise ValueError(f"param_convention must be one of {', '.join(PARAM_CONVENTIONS)}")
 

@@ -178,7 +178,8 @@ def train_worker(worker_job: WorkerJob) -> None:
                                              "model": dataclasses.asdict(architecture_config),
                                              "train": dataclasses.asdict(train_config)}, indent=1) + "\n").encode()}
         # Waits for everything this worker sent before it, and fails the trial if any of it failed to log.
-        ray.get(relay.log_files.remote(run_id, files, "model"))
+        ray.get(relay.log_model.remote(run_id, job.experiment_id, trial.key, files, job.record.params(),
+                                       final["tokens_seen"]))
     ray.train.report(final_metrics)
 
 
