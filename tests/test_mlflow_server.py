@@ -93,7 +93,7 @@ def test_a_sweep_logs_to_the_server_as_one_parent_with_trial_children(server, se
     tags = {run["info"]["run_id"]: {t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs}
     (parent,) = [run for run in runs if tags[run["info"]["run_id"]]["abcmusic.kind"] == "summary"]
     parent_id = parent["info"]["run_id"]
-    children = [run for run in runs if run is not parent]
+    children = [run for run in runs if tags[run["info"]["run_id"]]["abcmusic.kind"] == "trial"]
     assert sorted(run["info"]["run_name"] for run in children) == ["gpt-g1-lr0.003-s0", "gpt-g2-lr0.003-s0"]
     manifest = json.loads((tiny_project / "data" / "demo" / "manifest.json").read_text())
     for child in children:
@@ -105,6 +105,9 @@ def test_a_sweep_logs_to_the_server_as_one_parent_with_trial_children(server, se
         (dataset_input,) = child["inputs"]["dataset_inputs"]
         assert dataset_input["dataset"]["digest"] == manifest["fingerprint"][:16]
         assert dataset_input["dataset"]["name"] == "demo"
+        # its (N, D) cells, one nested run each
+        cells = [run for run in runs if tags[run["info"]["run_id"]].get("mlflow.parentRunId") == run_id]
+        assert len(cells) == 3 and all(tags[c["info"]["run_id"]]["abcmusic.kind"] == "cell" for c in cells)
     # the fit, its numbers and its figures live on the parent
     assert {"scaling_law/gpt/alpha", "scaling_law/gpt/joint_alpha"} <= {m["key"] for m in parent["data"]["metrics"]}
     figures = {f["path"] for f in rest(server, "artifacts/list", run_id=parent_id)["files"]}

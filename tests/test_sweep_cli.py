@@ -96,6 +96,13 @@ def test_every_trial_is_an_mlflow_run_with_params_metrics_and_model(finished_swe
         assert cells["flops"][2][1] == pytest.approx(39 / 9 * cells["flops"][0][1])
         assert 0 < cells["epochs"][0][1] and cells["epochs"][2][1] == pytest.approx(cells["epochs"][0][1] * 39 / 9)
         assert metrics["tokens_trained"] == (39 + (9 - 7) + (19 - 15)) * 512  # the run and the branches' cooldowns
+        # each cell is also a run of its own, nested under its trial's, with the cell's losses
+        cell_runs = sorted((r for r in runs if r.data.tags.get("mlflow.parentRunId") == run.info.run_id),
+                           key=lambda r: int(r.data.params["cell_tokens"]))
+        assert [r.info.run_name for r in cell_runs] == [f"{name}@{tokens}" for tokens, _ in cells["val_loss"]]
+        assert all(r.data.tags["abcmusic.kind"] == "cell" and r.info.status == "FINISHED" for r in cell_runs)
+        assert [r.data.metrics["scaling/val_loss"] for r in cell_runs] == [loss for _, loss in cells["val_loss"]]
+        assert cell_runs[0].data.params["size"] == params["size"] and len(cell_runs[0].inputs.dataset_inputs) == 1
         assert [m.step for m in history] == sorted(m.step for m in history)
 
         # the final model: a logged model of the run (the runs table's Models column), files only

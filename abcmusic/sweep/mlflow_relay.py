@@ -54,6 +54,19 @@ class MlflowRelay:
             mlflow_store.log_metrics(self.uri, run_id, new, step)
             last.update(dict.fromkeys(new, step))
 
+    def log_cell(self, run_id: str, experiment_id: str, key: str, params: dict[str, Any],
+                 dataset: DatasetRecord | None, metrics: dict[str, float], step: int) -> None:
+        """A trial's (N, D) cell as a finished run of its own, nested under the trial's run, so that the runs table
+        lists every cell with its size, tokens and losses (found again, not duplicated, when a trial resumes)."""
+        self._keep_error(run_id, self._log_cell, run_id, experiment_id, key, params, dataset, metrics, step)
+
+    def _log_cell(self, run_id: str, experiment_id: str, key: str, params: dict[str, Any],
+                  dataset: DatasetRecord | None, metrics: dict[str, float], step: int) -> None:
+        cell_run_id = mlflow_store.find_or_create_run(self.uri, experiment_id, key, params, kind="cell",
+                                                      dataset=dataset, parent_run_id=run_id)
+        self._log_new_metrics(cell_run_id, metrics, step)
+        mlflow_store.finish_run(self.uri, cell_run_id, "FINISHED")
+
     def add_node(self, run_id: str, node_id: str) -> None:
         self._keep_error(run_id, mlflow_store.add_node, self.uri, run_id, node_id)
 

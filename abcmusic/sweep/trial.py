@@ -113,9 +113,17 @@ def train_worker(worker_job: WorkerJob) -> None:
                 torch.save(state, Path(directory) / STATE_FILE)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
 
+    def log_cell_run(metrics: dict[str, Any]) -> None:
+        tokens = int(metrics["cell/tokens"])
+        relay.log_cell.remote(run_id, job.experiment_id, f"{trial.key}@{tokens}",
+                              job.record.params() | {"cell_tokens": str(tokens)}, job.dataset,
+                              {k: v for k, v in metrics.items() if k.startswith("cell/")}, tokens)
+
     def report(metrics: dict[str, Any], state: dict[str, Any] | None) -> None:
         if relay is not None:
             relay.log_metrics.remote(run_id, metrics, step=metrics["tokens_seen"])
+            if "cell/tokens" in metrics:  # the run's end is its last cell
+                log_cell_run(metrics)
             print(progress_line(trial, metrics, train_config.tokens), flush=True)
         if state is not None:
             # Progress and evaluations go to MLflow and the console only: a ray.train.report blocks until Ray
@@ -127,6 +135,7 @@ def train_worker(worker_job: WorkerJob) -> None:
         # the cell counted as done) is what a lost worker or a restarted sweep resumes from.
         if relay is not None:
             relay.log_metrics.remote(run_id, metrics, step=int(metrics["cell/tokens"]))
+            log_cell_run(metrics)
             print(cell_line(trial, metrics), flush=True)
         # Ray Train's result says where the run stands, as every checkpoint's does: the branch point it resumes from.
         save_checkpoint(metrics | {"tokens_seen": state["step"] * train_config.tokens_per_step}, state)
