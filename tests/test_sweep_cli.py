@@ -157,6 +157,9 @@ def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, work
     assert version.source == f"models:/{best.outputs.model_outputs[0].model_id}"
     assert f"registered as models:/t1@best (version {version.version})" in finished_sweep.stdout
     assert "gpt at the largest budget: L = " in finished_sweep.stdout
+    # the link opens the experiment's runs in the UI's model-training view, whatever the browser last chose
+    experiment_id = summaries[0].info.experiment_id
+    assert f"#/experiments/{experiment_id}/runs?workflowType=machine_learning" in finished_sweep.stdout
     # 2 GPT sizes x 3 budgets: the joint law's 5 parameters and its scatter just fit, but nothing is left to predict
     # a held-out size from; the single LSTM size cannot separate N from D.
     law = fit["laws"]["gpt"]

@@ -210,5 +210,6 @@ def analyze(name: str, project_dir: Path, convention: str, model_alias: str = "b
     if registered is not None:
         log(f"best model: run {registered[0]}, registered as models:/{model_registry.model_name(name)}@{model_alias}"
             f" (version {registered[1]})")
-    log(f"fit and plots: {out_dir}/fit.json, {out_dir}/*.png; MLflow: mlflow ui --backend-store-uri {uri}")
+    log(f"fit and plots: {out_dir}/fit.json, {out_dir}/*.png")
+    log(f"MLflow: {mlflow_store.experiment_link(uri, experiment.experiment_id)}")
     return summary
