@@ -2,7 +2,7 @@
 
 It serves the store with `mlflow server` on a free local port, opens the sweep's experiment in headless Chromium
 (1400x900) and prints one PASS/FAIL line per check:
-  landing   the plain experiment link opens the model-training runs table, not the GenAI overview;
+  landing   the link sweep.py prints opens the model-training runs table, not the GenAI overview;
   grouping  the trials are nested under the sweep's summary run: its row has an expander that shows their rows;
   charts    the runs page's chart view lists the validation-loss curves in its first section.
 It saves a PNG, 1200 px wide, of the chart view beside the expanded runs, stops the server in all cases, and exits
@@ -12,7 +12,7 @@ Requirements (Debian's Chromium and its driver; Playwright's browser download is
     apt-get install -y chromium chromium-driver && .venv/bin/pip install selenium -c constraints.txt
 Usage (point --backend-store-uri at a copy of a store to try things out: the server may migrate its schema):
     .venv/bin/python tools/mlflow_ui_check.py --sweep demo-lr6 [--backend-store-uri sqlite:///mlflow.db]
-        [--val-loss-key val/loss] [--out docs/mlflow_ui.png]
+        [--val-loss-key loss/val] [--out docs/mlflow_ui.png]
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from selenium.webdriver.support.ui import WebDriverWait
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from abcmusic.tracking.metric_names import mlflow_key  # noqa: E402
 from abcmusic.tracking.mlflow_store import (  # noqa: E402
-    DEFAULT_ARTIFACTS, DEFAULT_DB, PARENT_RUN_TAG, SUMMARY_KEY, client, find_run)
+    DEFAULT_ARTIFACTS, DEFAULT_DB, PARENT_RUN_TAG, SUMMARY_KEY, client, experiment_page, find_run)
 
 SERVER_START_S = 600  # a cold `mlflow server` takes minutes on a loaded two-core machine
 PAGE_S = 300  # so does a first load of the UI's bundle in a cold browser
@@ -177,19 +178,22 @@ def row_ids(driver: WebDriver) -> set[str]:
 
 
 def check_landing(driver: WebDriver, base_url: str, sweep: Sweep) -> Check:
+    """The link the sweep prints opens the runs table. A plain experiment link opens whichever view the browser's
+    GenAI/model-training switch last chose (GenAI in a fresh browser): MLflow 3.17 reads that switch, not the
+    experiment's mlflow.experimentKind tag, so the plain link's view is reported, not checked."""
     driver.get(f"{base_url}/#/experiments/{sweep.experiment_id}")
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, VIEW_MODE) or "/overview" in d.current_url,
              "runs table or GenAI overview")
-    landed = driver.current_url.split("#", 1)[1]
-    if driver.find_elements(By.CSS_SELECTOR, VIEW_MODE):
-        return Check("landing", True, f"runs table at #{landed}")
-    # MLflow 3.17 picks the view from the sidebar's GenAI/Model training switch (localStorage mlflow.workflowType,
-    # default GenAI; URL ?workflowType= overrides it), not from the experiment's mlflow.experimentKind tag.
-    return Check("landing", False, f"GenAI overview at #{landed}; links need ?workflowType=machine_learning")
+    plain = "runs table" if driver.find_elements(By.CSS_SELECTOR, VIEW_MODE) else "GenAI overview"
+    driver.get(f"{base_url}/{experiment_page(sweep.experiment_id)}")
+    if appears(driver, lambda d: d.find_elements(By.CSS_SELECTOR, VIEW_MODE)):
+        return Check("landing", True, f"the printed link opens the runs table (a plain link in a fresh browser: "
+                                      f"{plain})")
+    return Check("landing", False, f"the printed link does not open the runs table (a plain link: {plain})")
 
 
 def check_grouping(driver: WebDriver, base_url: str, sweep: Sweep) -> Check:
-    driver.get(f"{base_url}/#/experiments/{sweep.experiment_id}/runs?workflowType=machine_learning")
+    driver.get(f"{base_url}/{experiment_page(sweep.experiment_id)}")
     wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "[role=row][row-id]"), "runs table rows")
     for close in driver.find_elements(By.CSS_SELECTOR, ASSISTANT_CLOSE):
         close.click()  # the assistant panel opens itself on first visit and hides half the charts
@@ -273,7 +277,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sweep", required=True, help="the sweep's name, which is its experiment's name")
     parser.add_argument("--backend-store-uri", default=f"sqlite:///{(REPO / DEFAULT_DB).resolve()}")
-    parser.add_argument("--val-loss-key", default="val/loss", help="the validation-loss metric key")
+    parser.add_argument("--val-loss-key", default=mlflow_key("val_loss"), help="the validation-loss metric key")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "mlflow_ui.png")
     args = parser.parse_args()
     store = Path(args.backend_store_uri.removeprefix("sqlite:///"))

@@ -56,11 +56,16 @@ def ensure_experiment(uri: str, name: str, project_dir: Path) -> str:
                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
 
 
+def experiment_page(experiment_id: str) -> str:
+    """The UI's page of the experiment's runs. MLflow 3.17's UI chooses between its GenAI and model-training views
+    by a switch it keeps in the browser (GenAI until changed), not by the experiment's kind tag: the link carries
+    the switch."""
+    return f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 def experiment_link(uri: str, experiment_id: str) -> str:
-    """How to open the experiment in MLflow's UI. MLflow 3.17's UI chooses between its GenAI and model-training
-    views by a switch it keeps in the browser (GenAI until changed), not by the experiment's kind tag: the link
-    carries the switch."""
-    page = f"#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    """How to open the experiment in MLflow's UI."""
+    page = experiment_page(experiment_id)
     if uri.startswith("sqlite:"):
         return f".venv/bin/mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{page}"
     return f"{uri.rstrip('/')}/{page}"
