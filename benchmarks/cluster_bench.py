@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from abcmusic import testing
+from abcmusic.tracking.metric_names import read_metric
 from process_memory import PeakMemory, process_tree  # beside this file
 
 SWEEP_NAME = "bench"
@@ -142,8 +143,8 @@ def measure(label: str, project: Path, command_seconds: float, peak: float, expe
     return Measured(
         label, command_seconds,
         (max(r.info.end_time for r in runs) - min(r.info.start_time for r in runs)) / 1000,
-        len(runs), expected, len(nodes), sum(r.data.metrics["train_seconds"] for r in runs),
-        statistics.fmean(r.data.metrics["setup_seconds"] for r in runs), peak, slots)
+        len(runs), expected, len(nodes), sum(read_metric(r.data.metrics, "train_seconds") for r in runs),
+        statistics.fmean(read_metric(r.data.metrics, "setup_seconds") for r in runs), peak, slots)
 
 
 def one_node(scratch: Path, data: Path, tokens: int, expected: int, slots: int) -> Measured:

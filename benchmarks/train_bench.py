@@ -39,6 +39,7 @@ from abcmusic.sweep.spec import load_spec
 from abcmusic.sweep.plan import model_config
 from abcmusic.sweep.spec import build_grid
 from abcmusic.testing import REPO_ROOT, cli_env, script_command
+from abcmusic.tracking.metric_names import mlflow_key, plain_metrics, read_metric
 from abcmusic.train.config import TrainConfig
 from abcmusic.train.loop import train
 from abcmusic.train.throughput import measure_peak_flops
@@ -134,10 +135,11 @@ def sweep_trial(project: Path, data: Path, size: str, tokens: int, warmup_tokens
     client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("bench")
     run = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags["abcmusic.kind"] == "trial")
-    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_seconds"))
+    history = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id,
+                                                                          mlflow_key("train_seconds")))
     from_tokens, from_seconds = next(h for h in history if h[0] >= warmup_tokens)
     end_tokens, end_seconds = history[-1]
-    return run.data.metrics | {"wall_seconds": (run.info.end_time - run.info.start_time) / 1000,
+    return plain_metrics(run.data.metrics) | {"wall_seconds": (run.info.end_time - run.info.start_time) / 1000,
                                "command_seconds": command_seconds, "steady_from_tokens": from_tokens,
                                "steady_tokens_per_s": (end_tokens - from_tokens) / (end_seconds - from_seconds)}
 
@@ -155,7 +157,7 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
     lines = [f"{'trial':<24}{'start':>7}{'end':>7}{'run':>7}{'wait':>7}{'train':>8}{'overhead':>9}{'ray-up':>7}"
              f"{'ray-down':>9}{'own-up':>7}{'eval':>6}{'reports':>8}{'other':>7}"]
     for r in runs:
-        m = r.data.metrics
+        m = plain_metrics(r.data.metrics)
         run = (r.info.end_time - r.info.start_time) / 1000
         wait = m.get("resource_wait_seconds", 0.0)  # waiting for a CPU another trial holds: not this trial's cost
         parts = overhead_parts(m, run)
@@ -166,7 +168,7 @@ def sweep_share(project: Path, name: str) -> tuple[str, float, float, int, float
                                                             ("eval", 6), ("reports", 8), ("other", 7))))
     wall = (max(r.info.end_time for r in runs) - first) / 1000
     slots = os.cpu_count() // int(runs[0].data.params["cpus_per_worker"])
-    trained = sum(r.data.metrics["train_seconds"] for r in runs)
+    trained = sum(read_metric(r.data.metrics, "train_seconds") for r in runs)
     return "\n".join(lines), trained, wall, slots, trained / (wall * slots)
 
 

@@ -93,3 +93,39 @@ def test_a_sweeps_experiment_is_marked_as_model_training_even_when_an_older_vers
         experiment_id = mlflow_store.ensure_experiment(uri, name, tmp_path)
         assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     assert mlflow_store.ensure_experiment(uri, "older", tmp_path) == made_before
+
+
+def test_runs_logged_under_the_older_plain_names_still_read(tmp_path):
+    """A store written before the keys had sections: the analysis finds its cells and final loss under the plain
+    names, and its model in the run's `model` artifact folder."""
+    from abcmusic.scaling.analysis import trial_cells
+    from abcmusic.tracking.metric_names import plain_metrics, read_metric
+    from abcmusic.tracking.trial_record import TrialRecord
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment_id = mlflow_store.ensure_experiment(uri, "older", tmp_path)
+    record = TrialRecord(arch="gpt", size="x", model_fields={"n_layer": 1, "n_head": 1, "n_embd": 8},
+                         params_total=1000, params_non_embedding=800, tokens=4096, context=16, batch_size=4, lr=1e-3,
+                         seed=0, precision="fp32", compile=False, dropout=0.0, dataset="d", dataset_hash="0" * 16,
+                         spec_hash="0" * 12, workers=1, cpus_per_worker=1, gpus_per_worker=0)
+    run_id = mlflow_store.find_or_create_run(uri, experiment_id, "gpt-x", record.params())
+    for tokens, loss in ((1024, 3.0), (4096, 2.5)):
+        mlflow_store.log_metrics(uri, run_id, {"cell/val_loss": loss, "cell/val_loss_se": 0.01,
+                                               "cell/flops": 6.0 * 800 * tokens, "cell/epochs": 0.1}, step=tokens)
+    mlflow_store.log_metrics(uri, run_id, {"final_val_loss": 2.5, "tokens_seen": 4096, "train_seconds": 9.0},
+                             step=4096)
+    (tmp_path / "model").mkdir()
+    for name in model_registry.MODEL_FILES:
+        (tmp_path / "model" / name).write_text("{}")
+    mlflow_store.log_artifacts(uri, run_id, tmp_path / "model", "model")
+    mlflow_store.finish_run(uri, run_id)
+
+    run = mlflow_store.client(uri).get_run(run_id)
+    assert [(c.cell.d, c.cell.loss) for c in trial_cells(uri, run, "non_embedding")] == [(1024, 3.0), (4096, 2.5)]
+    assert read_metric(run.data.metrics, "final_val_loss") == 2.5
+    assert plain_metrics(run.data.metrics)["train_seconds"] == 9.0
+    assert model_registry.run_models(uri, [experiment_id]) == {}
+    assert model_registry.legacy_run_model(uri, run_id) == model_registry.RunModel(run_id, None)
+    version = model_registry.register(uri, "older", model_registry.legacy_run_model(uri, run_id), "best")
+    assert model_registry.resolve(uri, "models:/older@best") == model_registry.RunModel(run_id, None)
+    assert model_registry.register(uri, "older", model_registry.RunModel(run_id, None), "best") == version

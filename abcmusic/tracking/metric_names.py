@@ -70,6 +70,13 @@ def samples_key(name: str) -> str:
     return f"{SAMPLES_SECTION}/{name.removeprefix('samples_')}"
 
 
+def plain_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """A run's metrics under the training code's names, whether it logged sectioned keys or (older) plain names."""
+    plain = {key: name for name, key in TRIAL_KEYS.items()}
+    return {(CELL_PREFIX + key[len(CELL_SECTION):] if key.startswith(CELL_SECTION) else plain.get(key, key)): value
+            for key, value in metrics.items()}
+
+
 def read_metric(metrics: dict[str, float], name: str, default: float = math.nan) -> float:
     """A run's last value of training metric `name`, under its sectioned key or, for older runs, its plain name."""
     return metrics.get(mlflow_key(name), metrics.get(name, default))
