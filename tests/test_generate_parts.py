@@ -14,6 +14,7 @@ from abcmusic.generate.pipeline import GeneratedSample, judge, split_counts
 from abcmusic.generate.prompts import encode_prompt, header_and_first_bar, read_prompts_file
 from abcmusic.generate.render import audio_renderer, missing_timidity_source, render_svg, render_wav
 from abcmusic.generate.run_model import RunInfo
+from abcmusic.tracking.model_registry import RunModel
 
 TUNE = "X:1\nT:Scale\nM:4/4\nL:1/8\nK:G\nGABc defg|gfed cBAG|\nG8|]\n"
 
@@ -107,7 +108,7 @@ def test_judge_keeps_midi_of_valid_tunes_only(tmp_path):
 def test_index_html_shows_score_text_verdict_and_player(tmp_path):
     valid = validate_tune(TUNE)
     invalid = validate_tune("X:1\nK:C\n<b>|\n")
-    info = RunInfo("abc123", "gpt-x", "sweep", "gpt", "x", 1000, 1.234, "/data")
+    info = RunInfo("abc123", "gpt-x", "sweep", "gpt", "x", 1000, 1.234, "/data", RunModel("abc123", "m-1"))
     samples = [GeneratedSample(1, "unconditional", "", TUNE, 50, False, valid),
                GeneratedSample(2, "conditional", "X:1\nK:C\n", "X:1\nK:C\n<b>|\n", 4, True, invalid)]
     metrics = {"n_valid": 1, "valid_fraction": 0.5, "test_valid_fraction": 0.9, "test_tunes_judged": 10}
