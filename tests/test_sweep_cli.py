@@ -148,6 +148,10 @@ def test_the_sweep_ends_with_a_fit_a_plot_and_a_summary_run(finished_sweep, work
     trials = [r for r in runs if r.data.tags.get("abcmusic.kind") == "trial"]
     assert {r.data.tags.get("mlflow.parentRunId") for r in trials} == {summaries[0].info.run_id}
     assert summaries[0].info.status == "FINISHED"
+    # the sweep's settings, on the parent
+    settings = summaries[0].data.params
+    assert (settings["experiment"], settings["archs"], settings["gpt_sizes"]) == ("tiny", "gpt,lstm", "g1,g2")
+    assert settings["budgets"] == f"{9 * 512},{19 * 512},{39 * 512}" and settings["model_alias"] == "best"
     artifacts = {a.path for a in client.list_artifacts(summaries[0].info.run_id)}
     assert {"fit.json", "scaling.png", "loss_curves.png", "gpt_loss_vs_n.png"} <= artifacts
     # the best run's model, registered under the sweep's name

@@ -18,7 +18,7 @@ from abcmusic.storage import join as storage_join
 from abcmusic.sweep.mlflow_relay import start_relay
 from abcmusic.sweep.plan import (check_compilers, check_splits_fit_context, concurrent_trials, describe_plan,
                                  execution_order, plan, trial_record, trial_resources)
-from abcmusic.sweep.spec import SweepSpec
+from abcmusic.sweep.spec import SweepSpec, spec_hash
 from abcmusic.sweep.trial import TrialJob, run_trial
 from abcmusic.tracking import mlflow_store
 from abcmusic.tracking.trial_record import DatasetRecord
@@ -123,7 +123,8 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> Swee
     relay = start_relay(options.name, uri)  # noqa: F841
     dataset = DatasetRecord.from_manifest(manifest, data_location)
     parent_run_id = mlflow_store.find_or_create_run(uri, experiment_id, mlflow_store.SUMMARY_KEY,
-                                                    mlflow_store.summary_params(spec.param_convention),
+                                                    mlflow_store.summary_params(spec.param_convention)
+                                                    | sweep_settings(spec, archs=options.archs),
                                                     kind="summary")
     jobs = [TrialJob(sweep=options.name, experiment_id=experiment_id, storage_path=storage, data=data_location,
                      trial=p.trial, train=spec.train.for_trial(p.trial), dropout=spec.train.dropout,
@@ -155,6 +156,17 @@ def run_sweep(options: SweepOptions, log: Callable[[str], None] = print) -> Swee
         raise KeyboardInterrupt
     return SweepOutcome([f"{result.path.rstrip('/').rsplit('/', 1)[-1]} failed: {error_line(result.error)}"
                          for result in results if result.error is not None], experiment_path)
+
+
+def sweep_settings(spec: SweepSpec, archs: tuple[str, ...]) -> dict[str, str]:
+    """What the sweep's parent run records of its experiment: the settings every trial shares."""
+    loop = spec.train.loop
+    return {"experiment": spec.name, "spec_hash": spec_hash(spec), "data": spec.data, "archs": ",".join(archs),
+            "seeds": str(spec.seeds), "tokens": str(loop.tokens), "schedule": loop.schedule,
+            "budgets": ",".join(str(cell.tokens) for cell in loop.cells()), "context": str(loop.context),
+            "batch_size": str(loop.batch_size), "model_alias": spec.model_alias,
+            **{f"{arch}_sizes": ",".join(spec.archs[arch].sizes) for arch in archs},
+            **{f"{arch}_lrs": ",".join(f"{lr:g}" for lr in spec.archs[arch].lrs or spec.train.lrs) for arch in archs}}
 
 
 def error_line(error: BaseException) -> str:
