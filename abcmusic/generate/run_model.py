@@ -66,13 +66,11 @@ def finished_runs_with_models(uri: str, sweep: str | None) -> list[RunInfo]:
     """Every finished trial run with a final validation loss and a model, lowest loss first."""
     candidates = []
     for experiment in _experiments(uri, sweep):
-        models = model_registry.run_models(uri, [experiment.experiment_id])
-        for run in mlflow_store.finished_trial_runs(uri, experiment.experiment_id):
-            if not math.isfinite(read_metric(run.data.metrics, "final_val_loss")):
-                continue
-            model = models.get(run.info.run_id) or model_registry.legacy_run_model(uri, run.info.run_id)
-            if model is not None:
-                candidates.append(run_info(run, experiment.name, model))
+        runs = [run for run in mlflow_store.finished_trial_runs(uri, experiment.experiment_id)
+                if math.isfinite(read_metric(run.data.metrics, "final_val_loss"))]
+        models = model_registry.models_of_runs(uri, runs)
+        candidates += [run_info(run, experiment.name, models[run.info.run_id])
+                       for run in runs if run.info.run_id in models]
     return sorted(candidates, key=lambda info: info.final_val_loss)
 
 
@@ -97,8 +95,7 @@ def find_run(uri: str, run: str, sweep: str | None) -> RunInfo:
     experiment = mlflow_client.get_experiment(found.info.experiment_id)
     if found.data.tags.get(mlflow_store.KIND_TAG) != "trial":
         raise UserError(f"run {run} is not a trial run of a sweep; it has no model")
-    model = (registered or model_registry.run_models(uri, [found.info.experiment_id]).get(run_id)
-             or model_registry.legacy_run_model(uri, run_id))
+    model = registered or model_registry.models_of_runs(uri, [found]).get(run_id)
     if model is None:
         raise UserError(f"run {run} ({found.info.run_name}) has no model; it did not finish training")
     return run_info(found, experiment.name, model)

@@ -20,7 +20,7 @@ from abcmusic.scaling.ladder import analyze_architecture
 from abcmusic.scaling.ladder_plot import plot_frontier, plot_held_out, plot_loss_against_d, plot_loss_against_n
 from abcmusic.scaling.plot import plot_loss_curves, plot_scaling
 from abcmusic.tracking import mlflow_store, model_registry
-from abcmusic.tracking.metric_names import cell_history_keys, law_key, mlflow_key, read_metric
+from abcmusic.tracking.metric_names import history_keys, law_key, read_metric
 from abcmusic.tracking.trial_record import TrialRecord
 
 
@@ -46,7 +46,7 @@ def trial_cells(uri: str, run, convention: str) -> list[TrialCell]:
     n = float(record.n(convention))
     client = mlflow_store.client(uri)
     # A sweep resumed across the renaming of the keys has a cell's values under either key.
-    histories = {key: {m.step: m.value for history_key in cell_history_keys(key)
+    histories = {key: {m.step: m.value for history_key in history_keys(f"cell/{key}")
                        for m in client.get_metric_history(run.info.run_id, history_key)}
                  for key in CELL_KEYS}
     metrics = run.data.metrics
@@ -98,7 +98,7 @@ def loss_curves(uri: str, runs: list, convention: str) -> dict[str, dict[str, li
     curves: dict[str, list[tuple[float, str, list[tuple[float, float]]]]] = defaultdict(list)
     for run in runs:
         record = TrialRecord.from_params(run.data.params)
-        points = {m.step: m.value for key in (mlflow_key("val_loss"), "val_loss")
+        points = {m.step: m.value for key in history_keys("val_loss")
                   for m in client.get_metric_history(run.info.run_id, key)}
         if points:
             label = f"{record.size} lr {record.lr:.2g}" + (f" seed {record.seed}" if record.seed else "")
@@ -109,16 +109,13 @@ def loss_curves(uri: str, runs: list, convention: str) -> dict[str, dict[str, li
 def register_best_model(uri: str, name: str, runs: list, alias: str) -> tuple[str, str] | None:
     """Register the model of the run with the lowest final validation loss as models:/NAME@ALIAS; (its run name,
     the version), or None when no finished run has a model."""
-    if not runs:
+    finished = [run for run in runs if math.isfinite(read_metric(run.data.metrics, "final_val_loss"))]
+    models = model_registry.models_of_runs(uri, finished)
+    with_models = [run for run in finished if run.info.run_id in models]
+    if not with_models:
         return None
-    models = model_registry.run_models(uri, list({run.info.experiment_id for run in runs}))
-    ranked = sorted((read_metric(run.data.metrics, "final_val_loss"), run.info.run_name, run.info.run_id)
-                    for run in runs if math.isfinite(read_metric(run.data.metrics, "final_val_loss")))
-    for _loss, run_name, run_id in ranked:
-        model = models.get(run_id) or model_registry.legacy_run_model(uri, run_id)
-        if model is not None:
-            return run_name, model_registry.register(uri, name, model, alias)
-    return None
+    best = min(with_models, key=lambda run: (read_metric(run.data.metrics, "final_val_loss"), run.info.run_name))
+    return best.info.run_name, model_registry.register(uri, name, models[best.info.run_id], alias)
 
 
 def analyze(name: str, project_dir: Path, convention: str, model_alias: str = "best",

@@ -3,7 +3,7 @@ per concern. The UI orders sections alphabetically (keys without a slash come la
 loss curves are under `loss/`, the first; no other section's name sorts before it.
 
 Training code names its metrics plainly (`val_loss`, `tokens_per_s`, `cell/val_loss`); only what is sent to MLflow
-is renamed, here. Runs logged before the names had sections are read through `read_metric` and `cell_history_keys`.
+is renamed, here. Runs logged before the names had sections are read through `read_metric` and `history_keys`.
 """
 
 from __future__ import annotations
@@ -82,6 +82,6 @@ def read_metric(metrics: dict[str, float], name: str, default: float = math.nan)
     return metrics.get(mlflow_key(name), metrics.get(name, default))
 
 
-def cell_history_keys(name: str) -> tuple[str, str]:
-    """The keys a cell metric may be logged under: its sectioned key, and the name older runs used."""
-    return CELL_SECTION + name, CELL_PREFIX + name
+def history_keys(name: str) -> tuple[str, str]:
+    """The keys training metric `name` may be logged under: its sectioned key, and the name older runs used."""
+    return mlflow_key(name), name

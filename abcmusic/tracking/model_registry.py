@@ -94,6 +94,18 @@ def legacy_run_model(uri: str, run_id: str) -> RunModel | None:
     return RunModel(run_id, None) if set(MODEL_FILES) <= names else None
 
 
+def models_of_runs(uri: str, runs: list) -> dict[str, RunModel]:
+    """The model of each of these runs that has one, by run id: its logged model, else (older runs) its artifact
+    folder."""
+    logged = run_models(uri, list({run.info.experiment_id for run in runs})) if runs else {}
+    found = {}
+    for run in runs:
+        model = logged.get(run.info.run_id) or legacy_run_model(uri, run.info.run_id)
+        if model is not None:
+            found[run.info.run_id] = model
+    return found
+
+
 def register(uri: str, name: str, run_model: RunModel, alias: str) -> str:
     """Register the run's model under model_name(name) (created on first use) and point `alias` at the new version;
     the version. A version always comes from a logged model: an older run's files are logged as one first."""
